@@ -1,0 +1,1549 @@
+#!/usr/bin/env python3
+"""Export the logs of Kubernetes pods to files, every line exactly once.
+
+Runs inside a pod with nothing but the standard library and the pod's mounted
+service account: it lists pods through the Kubernetes REST API and streams
+``/api/v1/namespaces/<ns>/pods/<pod>/log`` of every container to
+``OUTPUT_DIR/<namespace>/<pod>/<container>.log``.  A state file remembers, per
+container, the last line written, so each run appends only what is new.
+
+    python3 kubelogexporter.py -o /logs            # every namespace
+    python3 kubelogexporter.py -n shop -l app=web  # one namespace, a selector
+
+As a library::
+
+    from kubelogexporter import export_logs
+    result = export_logs("/logs", namespaces=["shop"])
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import functools
+import gzip as gziplib
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import socket
+import ssl
+import stat
+import threading
+import time
+import urllib.parse
+import zlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+__all__ = [
+    "ApiError",
+    "ConfigError",
+    "ExportError",
+    "ExportResult",
+    "KubeClient",
+    "export_logs",
+    "main",
+    "parse_timestamp",
+    "pod_log_url",
+]
+
+__version__ = "0.1.0"
+
+# ---------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------
+
+SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
+SERVICE_PORT_ENV = "KUBERNETES_SERVICE_PORT"
+JOB_COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_TOKEN_FILENAME = "token"
+SERVICE_CERT_FILENAME = "ca.crt"
+SERVICE_NAMESPACE_FILENAME = "namespace"
+DEFAULT_SERVER = "https://kubernetes.default.svc"
+DEFAULT_OUTPUT_DIR = "logs"
+STATE_FILENAME = ".kubelogexporter-state.json"
+LOCK_FILENAME = ".kubelogexporter.lock"
+STATE_VERSION = 1
+STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run
+STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
+
+# Bound tokens rotate (the kubelet refreshes them at 80 % of a 1 h lifetime):
+# re-reading once a minute always picks up the new one in time.
+TOKEN_REREAD_SECONDS = 60.0
+BLOCK_SIZE = 1 << 20
+PAGE_SIZE = 500
+HTTP_TIMEOUT = 60.0
+RETRIES = 5
+BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+MAX_RETRY_AFTER_SECONDS = 300.0
+THROTTLE_RETRIES = 10
+GZIP_LEVEL = 6
+USER_AGENT = "kubelogexporter/%s (python)" % __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+
+_log = logging.getLogger("kubelogexporter")
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class ExportError(Exception):
+    """Root of the errors this module raises."""
+
+
+class ConfigError(ExportError):
+    """The configuration is unusable: a missing token, a bad flag value, an unreadable CA."""
+
+
+class ApiError(ExportError):
+    """The API server answered with an error; keeps its HTTP status and Status message."""
+
+    def __init__(self, status: int, message: str, *, reason: str = "", verb: str = "", resource: str = "", namespace: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+
+    @property
+    def refused(self) -> bool:
+        """True when the API refused who we are or what we may do (401, 403)."""
+        return self.status in (401, 403)
+
+    def missing_permission(self) -> str:
+        where = 'in namespace "%s"' % self.namespace if self.namespace else "cluster-wide"
+        return '"%s %s" %s' % (self.verb, self.resource, where)
+
+
+class _KubeletError(Exception):
+    """A line without a timestamp in a timestamps=true body: the kubelet's error text."""
+
+
+class _Stopped(Exception):
+    """The run was asked to stop (SIGTERM, SIGINT)."""
+
+
+# ---------------------------------------------------------------------------
+# Timestamps
+# ---------------------------------------------------------------------------
+
+# The kubelet prefixes each line with an RFC 3339 time: 9 fraction digits on
+# current runtimes, Go's RFC3339Nano (trailing zeros trimmed) on older ones.
+_TS_RE = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
+_TS_PREFIX_RE = re.compile(rb"^\d{4}-\d\d-\d\dT[^ \n]* ", re.M)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+NS_PER_SECOND = 1_000_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch_seconds(text: bytes) -> int:
+    return calendar.timegm(
+        (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]), 0, 0, 0)
+    )
+
+
+def _match_ns(match: "re.Match[bytes]") -> int:
+    seconds = _epoch_seconds(match.group(1))
+    fraction = match.group(2)
+    nanos = int(fraction.ljust(9, b"0")) if fraction else 0
+    zone = match.group(3)
+    if zone != b"Z":
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        seconds -= offset if zone[:1] == b"+" else -offset
+    return seconds * NS_PER_SECOND + nanos
+
+
+def parse_timestamp(text: str) -> int:
+    """Parse an RFC 3339 time (``2026-11-29T10:00:00.5Z``) into nanoseconds since the epoch."""
+    match = _TS_RE.fullmatch(text.strip().replace("z", "Z").encode("ascii", "replace") + b" ")
+    if not match:
+        raise ValueError("not an RFC 3339 time: %r" % text)
+    return _match_ns(match)
+
+
+def _format_ts(ns: int, *, whole_seconds: bool = False) -> str:
+    seconds, nanos = divmod(ns, NS_PER_SECOND)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return text + "Z" if whole_seconds else "%s.%09dZ" % (text, nanos)
+
+
+def _parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``1d``, ``1h30m`` -> seconds."""
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError("not a duration: %r (use e.g. 90s, 15m, 2h, 1d)" % text)
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+class _Cursor(NamedTuple):
+    """The last line written for a container: its time and how many lines carry exactly that time."""
+
+    ns: int
+    count: int
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+def _server_from_environ(environ: Mapping[str, str]) -> str:
+    host = environ.get(SERVICE_HOST_ENV)
+    if not host:
+        return DEFAULT_SERVER
+    if ":" in host and not host.startswith("["):
+        host = "[%s]" % host  # an IPv6 service address
+    port = environ.get(SERVICE_PORT_ENV) or "443"
+    return "https://%s:%s" % (host, port)
+
+
+def _read_text(path: Path, what: str, hint: str) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError("%s %s not found: %s" % (what, path, hint)) from None
+    except OSError as exc:
+        raise ConfigError("cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+
+
+class _TokenSource:
+    """A bearer token read from a file, re-read when it may have rotated."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._lock = threading.Lock()
+        self._value = ""
+        self._read_at = float("-inf")
+        self.refresh()
+
+    def refresh(self) -> str:
+        value = _read_text(self._path, "token file", "run inside a pod with a service account, or pass --token-file")
+        if not value:
+            raise ConfigError("token file %s is empty: pass a file holding a bearer token" % self._path)
+        with self._lock:
+            self._value, self._read_at = value, time.monotonic()
+        return value
+
+    def get(self) -> str:
+        with self._lock:
+            fresh = time.monotonic() - self._read_at < TOKEN_REREAD_SECONDS
+            value = self._value
+        if fresh:
+            return value
+        try:
+            return self.refresh()
+        except ConfigError:
+            return value  # keep the last good token through a brief rotation gap
+
+    def __repr__(self) -> str:
+        return "<token from %s>" % self._path  # never the token itself
+
+
+# ---------------------------------------------------------------------------
+# API client
+# ---------------------------------------------------------------------------
+
+_RETRYABLE_STATUSES = frozenset((500, 502, 503, 504))
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, ssl.SSLError)
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _log_query(container: Optional[str], *, timestamps: bool, previous: bool, since_time: Optional[int],
+               tail_lines: Optional[int], limit_bytes: Optional[int], follow: bool) -> Dict[str, str]:
+    query = {}
+    if container:
+        query["container"] = container
+    if follow:
+        query["follow"] = "true"
+    if previous:
+        query["previous"] = "true"
+    if since_time is not None:
+        # The API server keeps whole seconds of sinceTime; sending more promises a precision it drops.
+        query["sinceTime"] = _format_ts(since_time, whole_seconds=True)
+    if timestamps:
+        query["timestamps"] = "true"
+    if tail_lines is not None:
+        query["tailLines"] = str(tail_lines)
+    if limit_bytes is not None:
+        query["limitBytes"] = str(limit_bytes)
+    return query
+
+
+def pod_log_url(server: str, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = False,
+                previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
+                limit_bytes: Optional[int] = None, follow: bool = False) -> str:
+    """The URL of a container's log, as the curl walkthrough fetches it (``since_time`` in ns since the epoch)."""
+    path = "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
+    query = _log_query(container, timestamps=timestamps, previous=previous, since_time=since_time,
+                       tail_lines=tail_lines, limit_bytes=limit_bytes, follow=follow)
+    return server.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def _status_message(body: bytes, content_type: str) -> Tuple[str, str]:
+    """(message, reason) from an error body: a Status object, or API Priority and Fairness' plain text."""
+    if "json" in content_type:
+        try:
+            status = json.loads(body)
+            return str(status.get("message") or ""), str(status.get("reason") or "")
+        except (ValueError, AttributeError):
+            pass
+    return body.decode("utf-8", "replace").strip()[:500], ""
+
+
+def _retry_after(response: http.client.HTTPResponse) -> Optional[float]:
+    value = response.getheader("Retry-After")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_SECONDS) if value else None
+    except ValueError:
+        return None
+
+
+class KubeClient:
+    """A small Kubernetes API client: lists pods and streams container logs.
+
+    Each thread gets one keep-alive connection.  Requests are retried on 429
+    (after ``Retry-After``), 5xx and network errors (jittered exponential
+    backoff), and once after a 401 with a freshly read token.
+    """
+
+    def __init__(self, server: str, *, token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
+                 insecure_skip_tls_verify: bool = False, timeout: float = HTTP_TIMEOUT, retries: int = RETRIES,
+                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None):
+        url = urllib.parse.urlsplit(server)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ConfigError("server %r is not an http(s) URL: pass --server https://HOST[:PORT]" % server)
+        self.server = server.rstrip("/")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._prefix = url.path.rstrip("/")
+        self._https = url.scheme == "https"
+        self._timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._stop = stop_event or threading.Event()
+        self._local = threading.local()
+        self._connections: List[http.client.HTTPConnection] = []
+        self._connections_lock = threading.Lock()
+        # A token never travels over plain http (kubectl proxy needs none).
+        self._token = _TokenSource(Path(token_file)) if token_file and self._https else None
+        self._ssl = self._ssl_context(ca_file, insecure_skip_tls_verify) if self._https else None
+
+    @staticmethod
+    def _ssl_context(ca_file: Optional[os.PathLike], insecure: bool) -> ssl.SSLContext:
+        if insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        try:
+            return ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
+        except FileNotFoundError:
+            raise ConfigError("CA file %s not found: pass --ca-file with the cluster's CA certificate" % ca_file) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("cannot load CA file %s (%s): pass --ca-file with a PEM certificate" % (
+                ca_file, getattr(exc, "strerror", None) or exc)) from None
+
+    @classmethod
+    def from_service_account(cls, *, environ: Optional[Mapping[str, str]] = None,
+                             account_dir: os.PathLike = SERVICE_ACCOUNT_DIR, server: Optional[str] = None,
+                             token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
+                             **options: Any) -> "KubeClient":
+        """A client configured like an in-cluster pod: the service host from ``environ``, token and CA from ``account_dir``."""
+        environ = os.environ if environ is None else environ
+        account = Path(account_dir)
+        server = server or _server_from_environ(environ)
+        if token_file is None:
+            token_file = account / SERVICE_TOKEN_FILENAME
+            if server.startswith("http://"):
+                token_file = None
+        if ca_file is None:
+            default_ca = account / SERVICE_CERT_FILENAME
+            ca_file = default_ca if default_ca.exists() else None  # else: the system's trust store
+        return cls(server, token_file=token_file, ca_file=ca_file, **options)
+
+    def __repr__(self) -> str:
+        return "KubeClient(%r)" % self.server
+
+    # -- connections ---------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._https:
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+            self._local.used = False
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+            with self._connections_lock:
+                with contextlib.suppress(ValueError):
+                    self._connections.remove(conn)
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def abort(self) -> None:
+        """Cut every open connection, so threads blocked reading a stream return at once."""
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError, AttributeError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopped()
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff: uniform in [base*2^n / 2, base*2^n], capped."""
+        ceiling = min(MAX_BACKOFF_SECONDS, self.backoff * (2 ** attempt))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    # -- requests ------------------------------------------------------------
+
+    def _headers(self, accept: str, refresh_token: bool) -> Dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if self._token is not None:
+            token = self._token.refresh() if refresh_token else self._token.get()
+            headers["Authorization"] = "Bearer " + token
+        return headers
+
+    def request(self, path: str, query: Optional[Mapping[str, str]] = None, *, accept: str = "application/json",
+                verb: str = "get", resource: str = "", namespace: str = "") -> http.client.HTTPResponse:
+        """GET ``path`` and return the open 2xx response; raise ApiError for an error that retries did not cure."""
+        target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        failures = throttles = 0
+        refreshed = False
+        while True:
+            if self._stop.is_set():
+                raise _Stopped()
+            conn = self._connection()
+            reused = self._local.used
+            started = time.monotonic()
+            try:
+                conn.request("GET", target, headers=self._headers(accept, refresh_token=refreshed))
+                response = conn.getresponse()
+            except _NETWORK_ERRORS as exc:
+                self._drop_connection()
+                if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                    self._local.used = False
+                    continue  # the server closed an idle keep-alive connection: not a failure
+                if failures >= self.retries:
+                    raise ApiError(0, "cannot reach %s: %s" % (self.server, exc), verb=verb, resource=resource,
+                                   namespace=namespace) from None
+                delay = self.backoff_delay(failures)
+                failures += 1
+                _log.debug("GET %s failed (%s); retrying in %.2fs", target, exc, delay)
+                self.sleep(delay)
+                continue
+            self._local.used = True
+            _log.debug("GET %s -> %d (%.3fs)", target, response.status, time.monotonic() - started)
+            if response.status < 300:
+                return response
+            body = response.read(1 << 16)
+            if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
+                self._drop_connection()
+            message, reason = _status_message(body, response.getheader("Content-Type") or "")
+            message = message or "HTTP %d %s" % (response.status, response.reason)
+            if response.status == 401 and self._token is not None and not refreshed:
+                refreshed = True  # the token may have rotated: read it again and retry once
+                continue
+            if response.status == 429 and throttles < THROTTLE_RETRIES:
+                throttles += 1
+                delay = _retry_after(response)
+                self.sleep(delay if delay is not None else self.backoff_delay(throttles))
+                continue
+            if response.status in _RETRYABLE_STATUSES and failures < self.retries:
+                delay = _retry_after(response)
+                self.sleep(delay if delay is not None else self.backoff_delay(failures))
+                failures += 1
+                continue
+            raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
+
+    def get_json(self, path: str, query: Optional[Mapping[str, str]] = None, **what: str) -> Dict[str, Any]:
+        failures = 0
+        while True:
+            response = self.request(path, query, **what)
+            try:
+                body = response.read()
+                return json.loads(body)
+            except _NETWORK_ERRORS + (ValueError,) as exc:
+                self._drop_connection()
+                if failures >= self.retries:
+                    raise ApiError(0, "bad response from %s%s: %s" % (self.server, path, exc)) from None
+                self.sleep(self.backoff_delay(failures))
+                failures += 1
+
+    def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
+                  field_selector: Optional[str] = None, page_size: int = PAGE_SIZE) -> Iterator[Dict[str, Any]]:
+        """Yield the pods of ``namespace`` (all namespaces when None), page by page.
+
+        A continue token that expired (410) restarts the listing; pods already
+        yielded may then be yielded again, so callers de-duplicate by UID.
+        """
+        path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
+        query = {"limit": str(page_size)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        restarts = 0
+        page = dict(query)
+        while True:
+            try:
+                pods = self.get_json(path, page, verb="list", resource="pods", namespace=namespace or "")
+            except ApiError as exc:
+                if exc.status == 410 and "continue" in page and restarts < 3:
+                    restarts += 1
+                    page = dict(query)
+                    continue
+                raise
+            yield from pods.get("items") or ()
+            token = (pods.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            page = dict(query, **{"continue": token})
+
+    def open_log(self, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = True,
+                 previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
+                 limit_bytes: Optional[int] = None, follow: bool = False) -> Optional[http.client.HTTPResponse]:
+        """Open a container's log; None when the API has none to give (204: the pod is not scheduled yet)."""
+        path = "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
+        query = _log_query(container, timestamps=timestamps, previous=previous, since_time=since_time,
+                           tail_lines=tail_lines, limit_bytes=limit_bytes, follow=follow)
+        response = self.request(path, query, accept="*/*", verb="get", resource="pods/log", namespace=namespace)
+        if response.status == 204:
+            response.read()
+            return None
+        return response
+
+    def stream_log(self, namespace: str, pod: str, container: Optional[str] = None, *, block_size: int = BLOCK_SIZE,
+                   **options: Any) -> Iterator[bytes]:
+        """Yield a container's log as byte blocks (no retry once the body has started)."""
+        response = self.open_log(namespace, pod, container, **options)
+        if response is None:
+            return
+        try:
+            while True:
+                block = response.read(block_size)
+                if not block:
+                    return
+                yield block
+        except BaseException:
+            self._drop_connection()
+            raise
+
+
+# ---------------------------------------------------------------------------
+# Pods and containers
+# ---------------------------------------------------------------------------
+
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_NAMESPACE_RE = re.compile(_DNS_LABEL)
+_POD_RE = re.compile(r"(?=.{1,253}$)%s(?:\.%s)*" % (_DNS_LABEL, _DNS_LABEL))
+_CONTAINER_RE = _NAMESPACE_RE
+
+
+@dataclasses.dataclass
+class _Container:
+    """One container of a listed pod, with what its status says about its instances."""
+
+    namespace: str
+    pod: str
+    uid: str
+    name: str
+    restarts: int = 0
+    container_id: str = ""
+    state: str = ""  # running, waiting, terminated; empty when the kubelet has not reported it
+    waiting_reason: str = ""
+    has_previous: bool = False
+
+    @property
+    def key(self) -> str:
+        return "%s/%s" % (self.uid, self.name)
+
+    @property
+    def label(self) -> str:
+        return "%s/%s/%s" % (self.namespace, self.pod, self.name)
+
+    def unsafe_name(self) -> Optional[str]:
+        for value, pattern, what in ((self.namespace, _NAMESPACE_RE, "namespace"), (self.pod, _POD_RE, "pod"),
+                                     (self.name, _CONTAINER_RE, "container")):
+            if not pattern.fullmatch(value or ""):
+                return "refusing %s name %r: not a valid Kubernetes name" % (what, value)
+        return None
+
+
+def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    found = []
+    for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
+                                 ("ephemeralContainers", "ephemeralContainerStatuses")):
+        statuses = {s.get("name"): s for s in status.get(status_key) or ()}
+        for container in spec.get(spec_key) or ():
+            name = container.get("name") or ""
+            entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""), name)
+            st = statuses.get(name)
+            if st:
+                entry.restarts = int(st.get("restartCount") or 0)
+                entry.container_id = str(st.get("containerID") or "")
+                state = st.get("state") or {}
+                entry.state = next(iter(state), "")
+                entry.waiting_reason = str((state.get("waiting") or {}).get("reason") or "")
+                entry.has_previous = bool((st.get("lastState") or {}).get("terminated"))
+            found.append(entry)
+    return found
+
+
+def _in_shard(namespace: str, pod: str, index: int, count: int) -> bool:
+    # crc32 is stable across runs, machines and Python versions (hash() is salted).
+    return zlib.crc32(("%s/%s" % (namespace, pod)).encode()) % count == index
+
+
+# ---------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------
+
+
+class _State:
+    """Per container, the last line on disk; per file, the size that line ends at.
+
+    Bytes past a file's recorded size were written after the last checkpoint
+    and are cut off before the file is appended to again, so a crash, kill or
+    full disk never leaves a doubled line.
+    """
+
+    def __init__(self, path: Optional[Path]):
+        self.path = path
+        self.containers: Dict[str, Dict[str, Any]] = {}
+        self.files: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._saved_at = time.monotonic()
+        self._dirty = False
+        if path is not None:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch" % (self.path, exc)) from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ConfigError("state file %s has an unknown format: move it away to export from scratch" % self.path)
+        self.containers = dict(data.get("containers") or {})
+        self.files = {k: int(v) for k, v in (data.get("files") or {}).items()}
+
+    def get(self, key: str) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            entry = self.containers.get(key)
+            return dict(entry) if entry else None
+
+    def committed_size(self, relpath: str) -> Optional[int]:
+        with self._lock:
+            return self.files.get(relpath)
+
+    def commit(self, key: str, entry: Dict[str, Any], relpath: Optional[str], size: Optional[int]) -> None:
+        with self._lock:
+            self.containers[key] = entry
+            if relpath is not None and size is not None:
+                self.files[relpath] = size
+            self._dirty = True
+        if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL:
+            self.save()
+
+    def touch(self, key: str, now: float) -> None:
+        with self._lock:
+            entry = self.containers.get(key)
+            if entry is not None and entry.get("seen", 0) < now - 3600:
+                entry["seen"] = int(now)
+                self._dirty = True
+
+    def save(self, *, prune_before: Optional[float] = None) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            if prune_before is not None:
+                for key in [k for k, v in self.containers.items() if v.get("seen", 0) < prune_before]:
+                    del self.containers[key]
+                    self._dirty = True
+            if not self._dirty:
+                return
+            text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
+                              separators=(",", ":"), sort_keys=True)
+            self._dirty = False
+            self._saved_at = time.monotonic()
+            _atomic_write(self.path, text.encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Output files
+# ---------------------------------------------------------------------------
+
+
+def _safe_dir(root: Path, *parts: str) -> Path:
+    """Create root/parts... as 0700 folders, refusing symlinks so nothing lands outside ``root``."""
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise OSError(errno.ENOTDIR, "not a folder (or a symlink)", str(path)) from None
+    return path
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class _OutputFile:
+    """A log file appended to in place, or, without state, written aside and renamed over the old one."""
+
+    def __init__(self, path: Path, *, compress: bool, replace: bool, committed: Optional[int]):
+        self.path = path
+        self.compress = compress
+        self.replace = replace
+        self.bytes_written = 0  # uncompressed bytes, this run
+        self._gzip: Optional[gziplib.GzipFile] = None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        if replace:
+            self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
+            self._fd = os.open(self._target, flags | os.O_TRUNC, 0o600)
+        else:
+            self._target = path
+            self._fd = os.open(path, flags, 0o600)
+        os.fchmod(self._fd, 0o600)
+        size = os.fstat(self._fd).st_size
+        if committed is not None and size > committed:
+            os.ftruncate(self._fd, committed)  # bytes from a run that died before its checkpoint
+            size = committed
+        os.lseek(self._fd, size, os.SEEK_SET)
+        self.committed = size
+        self._raw = os.fdopen(self._fd, "wb", buffering=0, closefd=False)
+
+    def write(self, data: memoryview) -> None:
+        if self.compress:
+            if self._gzip is None:  # each checkpoint closes a gzip member, so the file always decompresses whole
+                self._gzip = gziplib.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._raw, mtime=0)
+            self._gzip.write(data)
+        else:
+            _write_all(self._fd, data)
+        self.bytes_written += len(data)
+
+    def checkpoint(self) -> int:
+        """Make everything written so far durable; return the file size it ends at."""
+        if self._gzip is not None:
+            self._gzip.close()
+            self._gzip = None
+        os.fsync(self._fd)
+        self.committed = os.lseek(self._fd, 0, os.SEEK_CUR)
+        return self.committed
+
+    def truncate(self, size: int) -> None:
+        if size < self.committed:
+            os.ftruncate(self._fd, size)
+            os.lseek(self._fd, size, os.SEEK_SET)
+            self.committed = size
+
+    def rollback(self) -> None:
+        """Drop what was written since the last checkpoint (after a write error)."""
+        self._gzip = None
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self.committed)
+            os.lseek(self._fd, self.committed, os.SEEK_SET)
+
+    def close(self, *, keep: bool) -> None:
+        self._raw.close()
+        os.close(self._fd)
+        if self.replace:
+            if keep:
+                os.replace(self._target, self.path)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._target)
+
+
+def _cursor_from_file(path: Path) -> Tuple[Optional[_Cursor], int]:
+    """(cursor, size of its complete lines) from the tail of a plain timestamped log file."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        window = 1 << 16
+        while True:
+            start = max(0, size - window)
+            handle.seek(start)
+            tail = handle.read(size - start)
+            end = tail.rfind(b"\n") + 1  # what follows is a line cut by a crash
+            lines = tail[:end].split(b"\n")[:-1]
+            whole = start == 0
+            if not whole:
+                lines = lines[1:]  # the window may start inside a line
+            if lines:
+                match = _TS_RE.match(lines[-1])
+                if not match:
+                    raise ValueError("its last line has no timestamp; move it away to export it anew")
+                count = 0
+                for line in reversed(lines):
+                    if not line.startswith(match.group(0)):
+                        break
+                    count += 1
+                if count < len(lines) or whole:
+                    return _Cursor(_match_ns(match), count), start + end
+            elif whole:
+                return None, end
+            window *= 4
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What a run did. ``failed`` and ``skipped`` hold {"container", "reason"} records."""
+
+    output_dir: str
+    pods: int = 0
+    containers: int = 0
+    exported: int = 0
+    unchanged: int = 0
+    bytes_written: int = 0
+    files: List[str] = dataclasses.field(default_factory=list)
+    skipped: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    failed: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    gaps: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
+    planned: List[str] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+    @property
+    def exit_code(self) -> int:
+        if any(f.get("status") in (401, 403) for f in self.failed):
+            return EXIT_REFUSED
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Options:
+    output_dir: Path
+    compress: bool
+    timestamps: bool
+    use_state: bool
+    since_ns: Optional[int]
+
+
+class _ContainerExport:
+    """Exports one container: its previous instance when it restarted, then its current one.
+
+    ``cursor`` always names the last line that is in the file, so a body cut
+    anywhere is resumed from there with sinceTime (whole seconds) and the
+    lines at or before the cursor are dropped again.
+    """
+
+    def __init__(self, client: KubeClient, state: _State, options: _Options, container: _Container):
+        self.client = client
+        self.state = state
+        self.options = options
+        self.c = container
+        self.cursor: Optional[_Cursor] = None
+        self.min_ns: Optional[int] = None
+        self.output: Optional[_OutputFile] = None
+        self.restarts = container.restarts  # restartCount of the instance the cursor points into
+        self.partial = False  # the body ended inside a line that is still being written
+        self.received = 0
+
+    @property
+    def relpath(self) -> str:
+        return "%s/%s/%s.log%s" % (self.c.namespace, self.c.pod, self.c.name, ".gz" if self.options.compress else "")
+
+    def run(self, result: "_Collector") -> None:
+        c = self.c
+        problem = c.unsafe_name()
+        if problem:
+            return result.fail(c, problem)
+        saved = self.state.get(c.key) if self.options.use_state else None
+        if saved is not None and saved.get("final") and saved.get("id") == c.container_id and saved.get("restarts") == c.restarts:
+            self.state.touch(c.key, time.time())
+            return result.unchanged(c)
+        if not c.state or (c.state == "waiting" and c.restarts == 0 and not c.has_previous):
+            return result.skip(c, "waiting to start" + (": " + c.waiting_reason if c.waiting_reason else ""))
+        export_previous = False
+        if saved is not None:
+            self.cursor = _Cursor(parse_timestamp(saved["ts"]), int(saved["count"]))
+            self.restarts = int(saved.get("restarts", 0))
+            if c.restarts - self.restarts > 1:
+                result.gap(c, "%d instance(s) restarted away between runs; their lines are lost"
+                           % (c.restarts - self.restarts - 1), after=saved["ts"])
+            export_previous = c.restarts > self.restarts
+        else:
+            self.min_ns = self.options.since_ns
+            export_previous = self.options.use_state and c.has_previous
+        try:
+            self._open(saved)
+        except (OSError, ValueError) as exc:
+            if self.output is not None:
+                self.output.close(keep=False)
+            return result.fail(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
+        ok = False
+        try:
+            if export_previous:
+                gone = self._export_instance(previous=True)
+                if gone is not None and saved is not None:
+                    result.gap(c, "the previous instance's log is gone: %s" % gone, after=saved["ts"])
+            self.restarts = c.restarts
+            reason = self._export_instance(previous=False)
+            if reason is not None:
+                return result.skip(c, reason)
+            ok = True
+        except ApiError as exc:
+            result.fail(c, exc.message, status=exc.status)
+        except _KubeletError as exc:
+            result.fail(c, "the kubelet reported: %s" % exc)
+        except _Stopped:
+            result.interrupted = True
+        except OSError as exc:  # the disk: full, quota, RLIMIT_FSIZE, read-only
+            self.output.rollback()
+            self.output.close(keep=False)
+            self.output = None
+            return result.fail(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
+        finally:
+            if self.output is not None:
+                self._finish(c, result, ok)
+        if ok:
+            result.exported(c)
+
+    def _open(self, saved: Optional[Dict[str, Any]]) -> None:
+        directory = _safe_dir(self.options.output_dir, self.c.namespace, self.c.pod)
+        path = directory / self.relpath.rsplit("/", 1)[1]
+        use_state = self.options.use_state
+        committed = self.state.committed_size(self.relpath) if use_state else None
+        self.output = _OutputFile(path, compress=self.options.compress, replace=not use_state, committed=committed)
+        if use_state and saved is None and self.output.committed > 0:
+            # A file without a record for this container: the state was lost, the file came from --no-state,
+            # or an earlier pod of the same name wrote it.  Continue after its last line.
+            if not self.options.compress and self.options.timestamps:
+                cursor, complete = _cursor_from_file(path)
+                self.output.truncate(complete)
+                if cursor is not None:
+                    self.cursor, self.min_ns = cursor, None
+            elif committed is None:
+                raise ValueError("it exists but the state file has no record of it; move it away to export it anew")
+
+    def _finish(self, c: _Container, result: "_Collector", ok: bool) -> None:
+        output, self.output = self.output, None
+        try:
+            size = output.checkpoint()
+        except OSError as exc:
+            output.rollback()
+            output.close(keep=False)
+            return result.fail(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
+        output.close(keep=ok or not output.replace)
+        result.add_bytes(output.bytes_written, self.relpath)
+        if self.options.use_state and self.cursor is not None:
+            final = ok and c.state == "terminated" and not self.partial
+            entry = {"ts": _format_ts(self.cursor.ns), "count": self.cursor.count, "restarts": self.restarts,
+                     "id": c.container_id, "final": final, "path": self.relpath, "seen": int(time.time())}
+            self.state.commit(c.key, entry, self.relpath, size)
+
+    def _export_instance(self, previous: bool) -> Optional[str]:
+        """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
+        failures = 0
+        while True:
+            since = self.cursor.ns if self.cursor is not None else self.min_ns
+            try:
+                response = self.client.open_log(self.c.namespace, self.c.pod, self.c.name, previous=previous,
+                                                since_time=since)
+            except ApiError as exc:
+                reason = _skip_reason(exc)
+                if reason is None:
+                    raise
+                return reason
+            if response is None:
+                return "no log yet (pod not scheduled)"
+            try:
+                self._copy_body(response)
+                return None
+            except (http.client.IncompleteRead, http.client.HTTPException, ssl.SSLError, socket.timeout,
+                    ConnectionError) as exc:
+                self.client._drop_connection()
+                if self.client._stop.is_set():
+                    raise _Stopped() from None
+                if failures >= self.client.retries:
+                    raise ApiError(0, "log stream kept failing (%s); resumed %d times" % (exc, failures)) from None
+                _log.debug("%s: stream broke (%r), resuming after the last complete line", self.c.label, exc)
+                self.client.sleep(self.client.backoff_delay(failures))
+                failures += 1
+            except BaseException:
+                self.client._drop_connection()
+                raise
+
+    def _copy_body(self, response: http.client.HTTPResponse) -> None:
+        buffer = bytearray(BLOCK_SIZE)
+        view = memoryview(buffer)
+        filled = 0
+        skipping = self.cursor is not None or self.min_ns is not None
+        seen_at_cursor = 0
+        stop = self.client._stop
+        self.partial = False
+        while True:
+            if stop.is_set():
+                raise _Stopped()
+            if filled == len(buffer):  # a line longer than the buffer: grow it
+                view.release()
+                buffer.extend(bytes(len(buffer)))
+                view = memoryview(buffer)
+            received = response.readinto(view[filled:])
+            if not received:
+                break
+            self.received += received
+            total = filled + received
+            end = buffer.rfind(b"\n", 0, total) + 1
+            if end == 0:
+                filled = total
+                continue
+            start = 0
+            if skipping:
+                start, seen_at_cursor = self._skip(buffer, end, seen_at_cursor)
+                skipping = start == end
+            if start < end:
+                self._write_lines(buffer, view, start, end)
+            filled = total - end
+            if filled:
+                view[:filled] = bytes(view[end:total])
+        if filled:
+            tail = bytes(view[:filled])
+            if not _TS_RE.match(tail):
+                raise _KubeletError(tail.decode("utf-8", "replace").strip()[:500])
+            self.partial = True
+            _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
+
+    def _skip(self, buffer: bytearray, end: int, seen: int) -> Tuple[int, int]:
+        """Drop the lines already on disk; return where new lines start (``end`` if none do) and the count seen at the cursor."""
+        cursor, floor = self.cursor, (self.cursor.ns if self.cursor is not None else self.min_ns)
+        pos = 0
+        while pos < end:
+            match = _TS_RE.match(buffer, pos)
+            if not match:
+                return pos, seen  # not a log line: let the writer report it
+            ns = _match_ns(match)
+            if ns < floor:
+                pass
+            elif cursor is not None and ns == cursor.ns and seen < cursor.count:
+                seen += 1
+            else:
+                return pos, seen
+            pos = buffer.index(b"\n", pos) + 1
+        return end, seen
+
+    def _write_lines(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
+        last = buffer.rfind(b"\n", start, end - 1) + 1
+        last = max(last, start)
+        match = _TS_RE.match(buffer, last)
+        if not match or not _TS_RE.match(buffer, start):
+            end = self._first_bad_line(buffer, start, end)
+            if end > start:
+                self._write_lines(buffer, view, start, end)
+            raise _KubeletError(bytes(view[end:buffer.index(b"\n", end)]).decode("utf-8", "replace").strip()[:500])
+        stamp = match.group(0)
+        ns = _match_ns(match)
+        count, pos = 1, last
+        while pos > start:
+            prior = buffer.rfind(b"\n", start, pos - 1) + 1
+            prior = max(prior, start)
+            if not buffer.startswith(stamp, prior):
+                break
+            count, pos = count + 1, prior
+        else:
+            if self.cursor is not None and self.cursor.ns == ns:
+                count += self.cursor.count
+        data = view[start:end]
+        if not self.options.timestamps:
+            data = memoryview(_TS_PREFIX_RE.sub(b"", data))
+        self.output.write(data)
+        self.cursor = _Cursor(ns, count)
+        self.min_ns = None
+
+    @staticmethod
+    def _first_bad_line(buffer: bytearray, start: int, end: int) -> int:
+        pos = start
+        while pos < end and _TS_RE.match(buffer, pos):
+            pos = buffer.index(b"\n", pos) + 1
+        return pos
+
+
+def _skip_reason(exc: ApiError) -> Optional[str]:
+    """Why a container has no log to export, for the API answers that are not failures."""
+    message = exc.message
+    if exc.status == 404:
+        return "pod deleted"
+    if exc.status == 400:
+        lowered = message.lower()
+        if "waiting to start" in lowered or "not found" in lowered or "is terminated" in lowered:
+            return message
+    return None
+
+
+class _Collector:
+    """Gathers outcomes from worker threads into an ExportResult."""
+
+    def __init__(self, result: ExportResult, progress: Optional[Callable[[ExportResult], None]]):
+        self.result = result
+        self.progress = progress
+        self.lock = threading.Lock()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.interrupted
+
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:
+        self.result.interrupted = value
+
+    def _record(self, field: str, c: _Container, reason: str, **extra: Any) -> None:
+        with self.lock:
+            getattr(self.result, field).append(dict({"container": c.label, "reason": reason}, **extra))
+        if field == "failed":
+            _log.error("%s: %s", c.label, reason)
+        else:
+            _log.info("%s: %s", c.label, reason)
+
+    def fail(self, c: _Container, reason: str, status: int = 0) -> None:
+        self._record("failed", c, reason, status=status)
+
+    def skip(self, c: _Container, reason: str) -> None:
+        self._record("skipped", c, reason)
+
+    def gap(self, c: _Container, reason: str, **extra: Any) -> None:
+        self._record("gaps", c, reason, **extra)
+
+    def exported(self, c: _Container) -> None:
+        with self.lock:
+            self.result.exported += 1
+
+    def unchanged(self, c: _Container) -> None:
+        with self.lock:
+            self.result.unchanged += 1
+
+    def add_bytes(self, count: int, relpath: str) -> None:
+        with self.lock:
+            self.result.bytes_written += count
+            if count:
+                self.result.files.append(relpath)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(self.result)
+
+
+def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool, account_dir: Path,
+               selector: Optional[str], field_selector: Optional[str], result: ExportResult) -> Iterator[Dict[str, Any]]:
+    if namespaces:
+        for namespace in namespaces:
+            yield from client.list_pods(namespace, label_selector=selector, field_selector=field_selector)
+        return
+    pods = client.list_pods(None, label_selector=selector, field_selector=field_selector)
+    try:
+        first = next(pods, None)
+    except ApiError as exc:
+        own = account_dir / SERVICE_NAMESPACE_FILENAME
+        if exc.status != 403 or explicit_all or not own.is_file():
+            raise
+        namespace = own.read_text().strip()
+        result.notes.append("cannot list pods in all namespaces (forbidden); exporting namespace %s only" % namespace)
+        yield from client.list_pods(namespace, label_selector=selector, field_selector=field_selector)
+        return
+    if first is not None:
+        yield first
+        yield from pods
+
+
+def _lock_output(path: Path) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError("another kubelogexporter run is writing to %s: wait for it to finish" % path.parent) from None
+    return fd
+
+
+def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Optional[Iterable[str]] = None,
+                all_namespaces: bool = False, selector: Optional[str] = None, field_selector: Optional[str] = None,
+                server: Optional[str] = None, token_file: Optional[os.PathLike] = None,
+                ca_file: Optional[os.PathLike] = None, insecure_skip_tls_verify: bool = False, concurrency: int = 4,
+                gzip: bool = False, timestamps: bool = True, state: bool = True, since: Optional[float] = None,
+                since_time: Optional[str] = None, shard_index: Optional[int] = None, shard_count: Optional[int] = None,
+                dry_run: bool = False, environ: Optional[Mapping[str, str]] = None,
+                account_dir: os.PathLike = SERVICE_ACCOUNT_DIR, retries: int = RETRIES,
+                backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
+                progress: Optional[Callable[[ExportResult], None]] = None) -> ExportResult:
+    """Export the logs of every container of the selected pods into ``output_dir``.
+
+    ``since`` (seconds) or ``since_time`` (RFC 3339) bound the first export of
+    a container; later runs continue after the last line exported.  Raises
+    ConfigError for unusable settings and ApiError when pods cannot be listed;
+    per-container problems are reported in the returned ExportResult.
+    """
+    started = time.monotonic()
+    if concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    if since is not None and since_time is not None:
+        raise ConfigError("since and since_time exclude each other: pass one")
+    since_ns = None
+    if since is not None:
+        since_ns = time.time_ns() - int(since * NS_PER_SECOND)
+    elif since_time is not None:
+        try:
+            since_ns = parse_timestamp(since_time)
+        except ValueError:
+            raise ConfigError("since-time %r is not an RFC 3339 time: use e.g. 2026-11-29T10:00:00Z" % since_time) from None
+    if (shard_index is None) != (shard_count is None):
+        raise ConfigError("shard index and shard count go together")
+    if shard_count is not None and not 0 <= shard_index < shard_count:
+        raise ConfigError("shard index %s is outside 0..%d" % (shard_index, shard_count - 1))
+
+    stop_event = stop_event or threading.Event()
+    client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
+                                             token_file=token_file, ca_file=ca_file,
+                                             insecure_skip_tls_verify=insecure_skip_tls_verify, retries=retries,
+                                             backoff=backoff, stop_event=stop_event)
+    output = Path(output_dir)
+    result = ExportResult(output_dir=str(output))
+    namespaces = list(namespaces or ())
+    suffix = ".shard-%d-of-%d" % (shard_index, shard_count) if shard_count else ""
+    lock_fd = None
+    if not dry_run:
+        try:
+            output.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock_fd = _lock_output(output / (LOCK_FILENAME + suffix))
+        except OSError as exc:
+            raise ConfigError("cannot write to %s (%s): pass a writable --output-dir" % (output, exc.strerror)) from None
+    store = None
+    try:
+        if state and not dry_run:
+            store = _State(output / STATE_FILENAME.replace(".json", suffix + ".json"))
+        options = _Options(output, gzip, timestamps, state, since_ns)
+        collector = _Collector(result, progress)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="export") as pool:
+            pending: set = set()
+            try:
+                pods = _list_pods(client, namespaces, all_namespaces, Path(account_dir), selector, field_selector, result)
+                for container in _select(pods, shard_index, shard_count, result):
+                    if dry_run:
+                        result.planned.append(pod_log_url(client.server, container.namespace, container.pod,
+                                                          container.name, timestamps=True))
+                        continue
+                    pending.add(pool.submit(_run_job, _ContainerExport(client, store, options, container), collector))
+                    # A bounded queue keeps memory flat on a cluster of any size.
+                    while len(pending) >= concurrency * 4:
+                        _done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            except _Stopped:
+                result.interrupted = True
+            except BaseException:
+                stop_event.set()
+                raise
+            finally:
+                while pending:
+                    _done, pending = wait(pending, timeout=0.2)
+                    if stop_event.is_set():
+                        client.abort()  # unblock workers waiting on a quiet stream
+    finally:
+        try:
+            if store is not None:
+                store.save(prune_before=time.time() - STATE_FORGET_AFTER)
+        finally:
+            client.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
+            result.duration_seconds = round(time.monotonic() - started, 3)
+    if stop_event.is_set():
+        result.interrupted = True
+    return result
+
+
+def _select(pods: Iterable[Dict[str, Any]], shard_index: Optional[int], shard_count: Optional[int],
+            result: ExportResult) -> Iterator[_Container]:
+    """The containers of the pods in this shard, each pod once (a relisted page repeats pods)."""
+    seen = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if uid in seen or (shard_count and not _in_shard(meta.get("namespace") or "", meta.get("name") or "",
+                                                          shard_index, shard_count)):
+            continue
+        seen.add(uid)
+        result.pods += 1
+        for container in _containers_of(pod):
+            result.containers += 1
+            yield container
+
+
+def _run_job(job: _ContainerExport, collector: _Collector) -> None:
+    try:
+        job.run(collector)
+    except Exception as exc:  # a bug must not take the other containers down with it
+        _log.exception("%s: unexpected error", job.c.label)
+        collector.fail(job.c, "unexpected error: %r" % exc)
+    finally:
+        collector.done()
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def _build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="kubelogexporter",
+        description="Export the logs of Kubernetes pods to OUTPUT_DIR/<namespace>/<pod>/<container>.log, "
+                    "each line exactly once across runs, using the pod's service account.",
+        epilog="exit codes: 0 all exported (skips included), 1 some containers failed, "
+               "2 usage or configuration error, 3 the API refused authentication or listing",
+    )
+    select = parser.add_argument_group("what to export")
+    select.add_argument("-n", "--namespace", action="append", dest="namespaces", metavar="NS",
+                        help="export this namespace (repeatable)")
+    select.add_argument("-A", "--all-namespaces", action="store_true",
+                        help="export every namespace (the default without -n)")
+    select.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. app=web,tier!=db")
+    select.add_argument("--field-selector", metavar="SELECTOR", help="field selector, e.g. spec.nodeName=node-1")
+    select.add_argument("--since", metavar="DURATION", help="first export of a container starts this long ago (90s, 15m, 2h, 1d)")
+    select.add_argument("--since-time", metavar="RFC3339", help="first export of a container starts at this time")
+    select.add_argument("--shard-index", type=int, metavar="I", help="export shard I of --shard-count (default $JOB_COMPLETION_INDEX)")
+    select.add_argument("--shard-count", type=int, metavar="N", help="split pods into N shards by a stable hash of namespace/name")
+
+    write = parser.add_argument_group("output")
+    write.add_argument("-o", "--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR", help="where to write (default ./logs)")
+    write.add_argument("--gzip", action="store_true", help="write <container>.log.gz, one gzip member per run")
+    write.add_argument("--no-timestamps", dest="timestamps", action="store_false", help="strip the kubelet's timestamp from each line")
+    write.add_argument("--no-state", dest="state", action="store_false",
+                       help="export complete current logs and replace the files, without a state file")
+    write.add_argument("--dry-run", action="store_true", help="print the log URLs that would be fetched, fetch nothing")
+
+    connect = parser.add_argument_group("connection")
+    connect.add_argument("--server", metavar="URL", help="API server URL (default from $KUBERNETES_SERVICE_HOST)")
+    connect.add_argument("--token-file", metavar="FILE", help="bearer token file (default the service account's)")
+    connect.add_argument("--ca-file", metavar="FILE", help="CA certificate file (default the service account's)")
+    connect.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify the server's certificate (unsafe)")
+    connect.add_argument("--concurrency", type=int, default=4, metavar="N", help="simultaneous log streams (default 4)")
+
+    report = parser.add_argument_group("reporting")
+    report.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    verbosity = report.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return parser
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (count, unit)
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _summary_line(result: ExportResult) -> str:
+    seconds = max(result.duration_seconds, 1e-3)
+    line = "exported %d of %d containers from %d pods: %s in %.1fs (%s/s)" % (
+        result.exported + result.unchanged, result.containers, result.pods, _human_bytes(result.bytes_written),
+        seconds, _human_bytes(result.bytes_written / seconds))
+    extras = ["%d %s" % (len(items), what) for items, what in ((result.skipped, "skipped"), (result.failed, "failed"),
+                                                                (result.gaps, "with gaps")) if items]
+    if result.interrupted:
+        extras.append("interrupted")
+    return line + ("; " + ", ".join(extras) if extras else "")
+
+
+class _StderrHandler(logging.Handler):
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream.write("kubelogexporter: %s\n" % record.getMessage())
+        self.stream.flush()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+    import sys
+
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+    def fail(code: int, message: str) -> int:
+        sys.stderr.write("kubelogexporter: error: %s\n" % message)
+        return code
+
+    since = None
+    try:
+        if args.since is not None:
+            since = _parse_duration(args.since)
+    except ValueError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    if args.concurrency < 1:
+        return fail(EXIT_USAGE, "--concurrency must be at least 1")
+    shard_index = args.shard_index
+    if args.shard_count is not None:
+        if args.shard_count < 1:
+            return fail(EXIT_USAGE, "--shard-count must be at least 1")
+        if shard_index is None:
+            index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
+            if not index.isdigit():
+                return fail(EXIT_USAGE, "--shard-count needs --shard-index or $%s (an Indexed Job sets it)" % JOB_COMPLETION_INDEX_ENV)
+            shard_index = int(index)
+    elif shard_index is not None:
+        return fail(EXIT_USAGE, "--shard-index needs --shard-count")
+    if args.all_namespaces and args.namespaces:
+        return fail(EXIT_USAGE, "-A and -n exclude each other: pass one")
+
+    handler = _StderrHandler(sys.stderr)
+    _log.addHandler(handler)
+    _log.setLevel(logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING)
+    _log.propagate = False
+    if args.insecure_skip_tls_verify and not args.quiet:
+        sys.stderr.write("kubelogexporter: warning: TLS verification is off; the token goes to whoever answers\n")
+
+    live = sys.stderr.isatty() and not args.quiet and not args.verbose and not args.dry_run
+    started = time.monotonic()
+
+    def progress(result: ExportResult) -> None:
+        done = result.exported + result.unchanged + len(result.skipped) + len(result.failed)
+        rate = result.bytes_written / max(time.monotonic() - started, 1e-3)
+        sys.stderr.write("\r\033[K%d/%d containers, %s, %s/s" % (
+            done, result.containers, _human_bytes(result.bytes_written), _human_bytes(rate)))
+        sys.stderr.flush()
+
+    stop = threading.Event()
+    previous_handlers = {}
+
+    def on_signal(signum, frame):  # Kubernetes sends SIGTERM: stop, checkpoint, leave a state to continue from
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[signum] = signal.signal(signum, on_signal)
+    try:
+        result = export_logs(
+            args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
+            field_selector=args.field_selector, server=args.server, token_file=args.token_file, ca_file=args.ca_file,
+            insecure_skip_tls_verify=args.insecure_skip_tls_verify, concurrency=args.concurrency, gzip=args.gzip,
+            timestamps=args.timestamps, state=args.state, since=since, since_time=args.since_time,
+            shard_index=shard_index, shard_count=args.shard_count, dry_run=args.dry_run, stop_event=stop,
+            progress=progress if live else None)
+    except ConfigError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except ApiError as exc:
+        if exc.refused:
+            hint = "check the token" if exc.status == 401 else "the service account needs %s (see manifests/)" % exc.missing_permission()
+            return fail(EXIT_REFUSED, "%s (%s)" % (exc.message, hint))
+        return fail(EXIT_FAILED, exc.message)
+    except _Stopped:
+        return fail(EXIT_FAILED, "interrupted before any log was exported")
+    finally:
+        _log.removeHandler(handler)
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
+        if live:
+            sys.stderr.write("\r\033[K")
+
+    if args.dry_run:
+        for url in result.planned:
+            sys.stdout.write(url + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
+    for note in result.notes:
+        if not args.quiet:
+            sys.stderr.write("kubelogexporter: note: %s\n" % note)
+    for gap in result.gaps:
+        if not args.quiet:
+            sys.stderr.write("kubelogexporter: warning: %s: %s\n" % (gap["container"], gap["reason"]))
+    if not args.quiet and not args.dry_run:
+        sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
+    refused = [f for f in result.failed if f.get("status") in (401, 403)]
+    if refused:
+        sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): the service account needs "
+                         "\"get pods/log\" (see manifests/)\n" % len(refused))
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

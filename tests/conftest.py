@@ -1,0 +1,120 @@
+"""Shared fixtures: a TLS fake API server with an in-memory cluster, and a
+service-account folder pointing at it, as a pod would see them."""
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+for p in (str(ROOT), str(TESTS)):  # `import kubelogexporter` and `import fakeapi` from any test
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import fakeapi  # noqa: E402
+from fakeapi import FakeAPIServer, FakeCluster  # noqa: E402
+
+SA_USER = "system:serviceaccount:logging:log-exporter-sa"
+TOKEN = "token-1"
+
+# Plain helpers, importable from tests as `from conftest import ts, log_lines` or via fakeapi.
+ts = fakeapi.ts
+log_lines = fakeapi.log_lines
+
+
+@pytest.fixture(scope="session")
+def ca():
+    trustme = pytest.importorskip("trustme")
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_ssl_context(ca) -> ssl.SSLContext:
+    return fakeapi.server_ssl_context(ca, ("127.0.0.1", "localhost", "::1"))
+
+
+@pytest.fixture(scope="session")
+def client_ssl_context(ca) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def apiserver(cluster, server_ssl_context):
+    with FakeAPIServer(cluster, ssl_context=server_ssl_context, tokens={TOKEN: SA_USER}) as server:
+        yield server
+    # A crash inside the fake (or a test's fault hook) must not pass for client behaviour.
+    assert not server.errors, f"fake API server raised: {server.errors!r}"
+
+
+@pytest.fixture
+def service_account(tmp_path, ca) -> Path:
+    """Like /var/run/secrets/kubernetes.io/serviceaccount."""
+    d = tmp_path / "serviceaccount"
+    d.mkdir()
+    (d / "token").write_text(TOKEN)
+    (d / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    (d / "namespace").write_text("logging")
+    return d
+
+
+@pytest.fixture
+def sa_environ(apiserver) -> dict:
+    return {"KUBERNETES_SERVICE_HOST": apiserver.host, "KUBERNETES_SERVICE_PORT": str(apiserver.port)}
+
+
+@pytest.fixture(name="ts")
+def ts_fixture():
+    return fakeapi.ts
+
+
+@pytest.fixture(name="log_lines")
+def log_lines_fixture():
+    return fakeapi.log_lines
+
+
+class ApiClient:
+    """Minimal http.client wrapper for talking to the fake server directly."""
+
+    def __init__(self, server: FakeAPIServer, ssl_context: ssl.SSLContext, token: str | None = TOKEN):
+        self.server, self.ctx, self.token = server, ssl_context, token
+
+    def connect(self) -> http.client.HTTPConnection:
+        if self.server.url.startswith("https"):
+            return http.client.HTTPSConnection(self.server.host, self.server.port, context=self.ctx, timeout=30)
+        return http.client.HTTPConnection(self.server.host, self.server.port, timeout=30)
+
+    def request(self, path: str, headers: dict | None = None, conn=None):
+        """-> (status, headers, body bytes).  Reads the whole body."""
+        own = conn is None
+        conn = conn or self.connect()
+        hdrs = dict(headers or {})
+        if self.token is not None:
+            hdrs.setdefault("Authorization", f"Bearer {self.token}")
+        try:
+            conn.request("GET", path, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+        finally:
+            if own:
+                conn.close()
+
+    def json(self, path: str, **kw):
+        status, _, body = self.request(path, **kw)
+        return status, json.loads(body) if body else None
+
+
+@pytest.fixture
+def api(apiserver, client_ssl_context) -> ApiClient:
+    return ApiClient(apiserver, client_ssl_context)

@@ -1,0 +1,535 @@
+"""The export engine against the fake API server: layout, exactness across runs and faults, limits."""
+
+import gzip
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SA_USER
+from fakeapi import NS, FakeAPIServer
+
+import kubelogexporter
+from kubelogexporter import export_logs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def export(apiserver, service_account, tmp_path):
+    """Run export_logs against the fake server; ``export.output`` is the folder."""
+    output = tmp_path / "logs"
+
+    def run(**options):
+        options.setdefault("backoff", 0.001)
+        return export_logs(options.pop("output", output), server=options.pop("server", apiserver.url),
+                           account_dir=service_account, environ={}, **options)
+
+    run.output = output
+    return run
+
+
+def served(api, namespace, pod, container, previous=False):
+    """The whole log the API serves for a container, with timestamps: what the file must hold."""
+    query = "container=%s&timestamps=true%s" % (container, "&previous=true" if previous else "")
+    status, _, body = api.request("/api/v1/namespaces/%s/pods/%s/log?%s" % (namespace, pod, query))
+    assert status == 200, body
+    return body
+
+
+def log_requests(apiserver):
+    return [r for r in apiserver.requests if r.path.endswith("/log")]
+
+
+def tricky_lines(cluster, namespace="shop", pod="web", container="app", start=None, n=30):
+    """Lines that share seconds and, in runs, exact timestamps: what whole-second sinceTime gets wrong."""
+    base = start if start is not None else cluster.pod(namespace, pod).containers[container].last_ts
+    base = (base or 1795946400 * NS) + NS
+    stamps = []
+    for i in range(n):
+        stamps.append(base + (i // 4) * 250_000_000)  # four lines per timestamp, four timestamps a second
+    cluster.append_log(namespace, pod, container, ["line %d %s" % (i, "x" * (i % 7)) for i in range(len(stamps))],
+                       timestamps=stamps)
+    return stamps
+
+
+# -- layout and files ----------------------------------------------------------
+
+
+def test_every_container_kind_lands_in_its_file(cluster, apiserver, api, export):
+    pod = cluster.add_pod("shop", "web-1", init_containers=["migrate"], containers=["app", "proxy"],
+                          ephemeral_containers=["debugger"])
+    for name in pod.containers:
+        cluster.append_log("shop", "web-1", name, ["%s says %d" % (name, i) for i in range(5)])
+    cluster.add_pod("kube-system", "dns", containers=["coredns"])
+    cluster.append_log("kube-system", "dns", "coredns", ["ready"])
+
+    result = export()
+
+    assert result.ok and (result.pods, result.containers, result.exported) == (2, 5, 5)
+    for ns, pod_name, name in [("shop", "web-1", "migrate"), ("shop", "web-1", "app"), ("shop", "web-1", "proxy"),
+                               ("shop", "web-1", "debugger"), ("kube-system", "dns", "coredns")]:
+        path = export.output / ns / pod_name / (name + ".log")
+        assert path.read_bytes() == served(api, ns, pod_name, name)
+    assert sorted(result.files) == sorted(["shop/web-1/migrate.log", "shop/web-1/app.log", "shop/web-1/proxy.log",
+                                           "shop/web-1/debugger.log", "kube-system/dns/coredns.log"])
+    assert result.bytes_written == sum((export.output / f).stat().st_size for f in result.files)
+
+
+def test_files_are_private(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["password=hunter2"])
+    export()
+    for path in [export.output / "shop", export.output / "shop" / "web"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in [export.output / "shop" / "web" / "app.log", export.output / kubelogexporter.STATE_FILENAME]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_no_timestamps_strips_the_prefix_and_still_continues_exactly(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    tricky_lines(cluster, n=10)
+    export(timestamps=False)
+    tricky_lines(cluster, n=10)
+    export(timestamps=False)
+    text = (export.output / "shop" / "web" / "app.log").read_text()
+    assert text.splitlines() == ["line %d %s" % (i, "x" * (i % 7)) for i in range(10)] * 2
+
+
+def test_gzip_appends_a_member_per_run_and_decompresses_whole(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["first %d" % i for i in range(100)])
+    export(gzip=True)
+    cluster.append_log("shop", "web", "app", ["second %d" % i for i in range(100)])
+    export(gzip=True)
+    path = export.output / "shop" / "web" / "app.log.gz"
+    assert gzip.decompress(path.read_bytes()) == served(api, "shop", "web", "app")
+    assert not (export.output / "shop" / "web" / "app.log").exists()
+
+
+def test_no_state_replaces_files_with_the_complete_current_log(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["one", "two"])
+    export(state=False)
+    cluster.append_log("shop", "web", "app", ["three"])
+    export(state=False)
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+    assert sorted(p.name for p in export.output.rglob("*") if p.is_file()) == [".kubelogexporter.lock", "app.log"]
+
+
+@pytest.mark.parametrize("pod, container", [
+    ("evil..name", "app"), ("web", "../../etc"), ("web", "a/b"), ("UPPER", "app"),
+])
+def test_hostile_names_are_refused_and_nothing_lands_outside(cluster, apiserver, export, tmp_path, pod, container):
+    cluster.add_pod("shop", pod, containers=[container])
+    cluster.add_pod("shop", "fine")
+    cluster.append_log("shop", "fine", "app", ["ok"])
+    result = export()
+    assert result.exit_code == 1
+    assert [f["container"] for f in result.failed] == ["shop/%s/%s" % (pod, container)]
+    assert "not a valid Kubernetes name" in result.failed[0]["reason"]
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [w for w in written if not w.startswith(("logs/", "serviceaccount/"))] == []
+    assert (export.output / "shop" / "fine" / "app.log").read_text().endswith(" ok\n")
+
+
+def test_a_symlinked_pod_folder_is_not_followed(cluster, apiserver, export, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["secret"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (export.output / "shop").mkdir(parents=True)
+    (export.output / "shop" / "web").symlink_to(outside)
+    result = export()
+    assert result.exit_code == 1 and "cannot write" in result.failed[0]["reason"]
+    assert list(outside.iterdir()) == []
+
+
+# -- exactly once --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ts_format", ["fixed", "trimmed"])
+def test_reruns_write_every_line_once_with_shared_seconds_and_equal_timestamps(
+        cluster, server_ssl_context, service_account, tmp_path, ts_format):
+    cluster.add_pod("shop", "web")
+    with FakeAPIServer(cluster, ssl_context=server_ssl_context, tokens={"token-1": SA_USER},
+                       ts_format=ts_format) as server:
+        out = tmp_path / "logs"
+        expected = []
+        for round_ in range(4):
+            stamps = tricky_lines(cluster, n=9 + round_)  # rounds end mid-second and mid-timestamp
+            expected += stamps
+            result = export_logs(out, server=server.url, account_dir=service_account, environ={})
+            assert result.ok
+        lines = (out / "shop" / "web" / "app.log").read_text().splitlines()
+        assert len(lines) == len(expected)
+        assert [line.split(" ", 1)[1] for line in lines] == [
+            "line %d %s" % (i, "x" * (i % 7)) for n in range(9, 13) for i in range(n)]
+        assert [kubelogexporter.parse_timestamp(line.split(" ", 1)[0]) for line in lines] == expected
+        since = [r.query.get("sinceTime") for r in server.requests if r.path.endswith("/log")]
+        assert since[0] is None and all(s and s[0].endswith(":00Z") or s[0][-3:-1].isdigit() for s in since[1:])
+
+
+def test_a_quiet_rerun_writes_nothing(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    tricky_lines(cluster)
+    export()
+    before = (export.output / "shop" / "web" / "app.log").read_bytes()
+    result = export()
+    assert result.ok and result.bytes_written == 0 and result.files == []
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == before
+
+
+def test_a_finished_container_is_not_asked_again(cluster, apiserver, export):
+    cluster.add_pod("batch", "job-1")
+    cluster.append_log("batch", "job-1", "app", ["done"])
+    cluster.terminate_container("batch", "job-1", "app")
+    export()
+    export()
+    assert len(log_requests(apiserver)) == 1
+    assert export().unchanged == 1
+
+
+@pytest.mark.parametrize("at_byte", [0, 1, 57, 58, 59, 300, 611, 900, 1234, 1500])
+def test_a_body_cut_anywhere_resumes_after_the_last_complete_line(cluster, apiserver, api, export, at_byte):
+    cluster.add_pod("shop", "web")
+    tricky_lines(cluster, n=40)
+    apiserver.faults.cut_log(at_byte=at_byte, times=2)
+    result = export()
+    assert result.ok, result.failed
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+    assert len(log_requests(apiserver)) >= 2  # it really was cut and resumed
+
+
+def test_cuts_between_runs_and_within_them_add_up_exactly(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    for at_byte in (100, 250, 401, 777):
+        tricky_lines(cluster, n=25)
+        apiserver.faults.cut_log(at_byte=at_byte)
+        assert export().ok
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+
+
+def test_a_line_still_being_written_is_left_for_the_next_run(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["complete"])
+    cluster.pod("shop", "web").containers["app"].current.add(b"2026-11-29T10:00:05.000000000Z half a li")
+    export()
+    assert (export.output / "shop" / "web" / "app.log").read_text().endswith(" complete\n")
+
+
+def test_restart_between_runs_exports_the_rest_of_the_previous_instance_first(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["old %d" % i for i in range(5)])
+    export()
+    cluster.append_log("shop", "web", "app", ["old after run %d" % i for i in range(5)])
+    previous = served(api, "shop", "web", "app")
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["new %d" % i for i in range(5)])
+    result = export()
+    assert result.ok and result.gaps == []
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == previous + served(api, "shop", "web", "app")
+
+
+def test_restarting_twice_between_runs_is_reported_as_a_gap(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["first instance"])
+    export()
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["lost instance"])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["third instance"])
+    result = export()
+    assert result.exit_code == 0
+    assert [g["container"] for g in result.gaps] == ["shop/web/app"]
+    text = (export.output / "shop" / "web" / "app.log").read_text()
+    assert text.count("first instance") == 1 and text.count("third instance") == 1
+
+
+def test_first_export_includes_the_previous_instance(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["crashed"])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["running"])
+    export()
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == (
+        served(api, "shop", "web", "app", previous=True) + served(api, "shop", "web", "app"))
+
+
+def test_since_bounds_only_the_first_export(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    base = 1795946400 * NS
+    cluster.append_log("shop", "web", "app", ["early", "boundary", "late"],
+                       timestamps=[base, base + 5 * NS + 500_000_000, base + 6 * NS])
+    export(since_time="2026-11-29T10:00:05.5Z")
+    cluster.append_log("shop", "web", "app", ["later"])
+    export(since_time="2026-11-29T10:00:05.9Z")
+    lines = (export.output / "shop" / "web" / "app.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["boundary", "late", "later"]
+
+
+def test_a_lost_state_file_is_recovered_from_the_log_file(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    tricky_lines(cluster, n=13)
+    export()
+    (export.output / kubelogexporter.STATE_FILENAME).unlink()
+    tricky_lines(cluster, n=7)
+    assert export().ok
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+
+
+def test_bytes_past_the_last_checkpoint_are_cut_before_appending(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    tricky_lines(cluster)
+    export()
+    path = export.output / "shop" / "web" / "app.log"
+    with open(path, "ab") as handle:  # what a run killed before its checkpoint leaves behind
+        handle.write(b"2026-11-29T10:09:00.000000000Z a line the state never recorded\n2026-11-29T10:0")
+    tricky_lines(cluster)
+    assert export().ok
+    assert path.read_bytes() == served(api, "shop", "web", "app")
+
+
+def test_a_recreated_pod_of_the_same_name_appends_after_the_old_one(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "db-0")
+    cluster.append_log("shop", "db-0", "app", ["old pod"])
+    old = served(api, "shop", "db-0", "app")
+    export()
+    cluster.delete_pod("shop", "db-0")
+    cluster.add_pod("shop", "db-0")
+    cluster.append_log("shop", "db-0", "app", ["new pod"], at=cluster_time_after(old))
+    export()
+    assert (export.output / "shop" / "db-0" / "app.log").read_bytes() == old + served(api, "shop", "db-0", "app")
+
+
+def cluster_time_after(body):
+    last = body.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return kubelogexporter.parse_timestamp(last.split(b" ", 1)[0].decode()) + NS
+
+
+# -- the API's answers ---------------------------------------------------------
+
+
+def test_pods_without_logs_are_skipped_not_failed(cluster, apiserver, export):
+    cluster.add_pod("shop", "pending", scheduled=False)
+    cluster.add_pod("shop", "starting")
+    cluster.set_waiting("shop", "starting", "app", "ContainerCreating")
+    cluster.add_pod("shop", "vanishing")
+    cluster.append_log("shop", "vanishing", "app", ["bye"])
+    apiserver.faults.before_log(lambda *a: cluster.delete_pod("shop", "vanishing"), pod="vanishing")
+    result = export()
+    assert result.exit_code == 0 and result.failed == []
+    reasons = {s["container"]: s["reason"] for s in result.skipped}
+    assert set(reasons) == {"shop/pending/app", "shop/starting/app", "shop/vanishing/app"}
+    assert "ContainerCreating" in reasons["shop/starting/app"]
+    assert reasons["shop/vanishing/app"] == "pod deleted"
+
+
+def test_a_kubelet_error_after_the_headers_is_reported_not_archived(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["good line"])
+    apiserver.faults.log_error_tail("shop", "web", "app", "unable to retrieve container logs for containerd://abc")
+    result = export()
+    assert result.exit_code == 1
+    assert "unable to retrieve container logs" in result.failed[0]["reason"]
+    text = (export.output / "shop" / "web" / "app.log").read_text()
+    assert text.endswith(" good line\n") and "unable" not in text
+
+
+def test_throttling_waits_for_retry_after(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    apiserver.faults.throttle(times=1, retry_after=1, path_contains="/pods")
+    started = time.monotonic()
+    result = export()
+    assert result.ok and time.monotonic() - started >= 1.0
+    assert [r.status for r in apiserver.requests][:2] == [429, 200]
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_server_errors_are_retried(cluster, apiserver, api, export, status):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    apiserver.faults.fail(status=status, times=2, path_contains="/log")
+    assert export().ok
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+
+
+def test_errors_that_outlast_the_retries_fail_that_container_only(cluster, apiserver, export):
+    for name in ("a", "b"):
+        cluster.add_pod("shop", name)
+        cluster.append_log("shop", name, "app", ["hi from " + name])
+    apiserver.faults.fail(status=500, times=None, path_contains="/pods/a/log")
+    result = export(retries=2)
+    assert result.exit_code == 1
+    assert [f["container"] for f in result.failed] == ["shop/a/app"]
+    assert (export.output / "shop" / "b" / "app.log").exists()
+
+
+def test_a_rotated_token_is_read_again_after_a_401(cluster, apiserver, service_account, export):
+    for name in ("a", "b", "c"):
+        cluster.add_pod("shop", name)
+        cluster.append_log("shop", name, "app", ["line"] * 3)
+
+    def rotate(*_):
+        (service_account / "token").write_text("token-2")
+        apiserver.tokens.clear()
+        apiserver.tokens["token-2"] = SA_USER
+
+    apiserver.faults.mid_log(rotate, at_byte=10, pod="a")
+    result = export(concurrency=1)
+    assert result.ok and result.exported == 3
+    assert 401 in [r.status for r in apiserver.requests]
+    assert apiserver.requests[-1].status == 200
+
+
+def test_concurrency_bounds_simultaneous_streams(cluster, apiserver, export):
+    gate = threading.Event()
+    for i in range(12):
+        cluster.add_pod("shop", "web-%d" % i)
+        cluster.append_log("shop", "web-%d" % i, "app", ["x" * 100] * 50)
+    for i in range(12):  # hold every stream open until several are in flight at once
+        apiserver.faults.mid_log(lambda *a: gate.wait(0.2), at_byte=10, pod="web-%d" % i)
+    assert export(concurrency=3).ok
+    assert apiserver.max_active_log_streams == 3
+
+
+def test_shards_split_pods_without_overlap(cluster, apiserver, export):
+    for i in range(30):
+        cluster.add_pod("shop", "web-%d" % i)
+        cluster.append_log("shop", "web-%d" % i, "app", ["hi"])
+    seen = []
+    for index in range(3):
+        result = export(shard_index=index, shard_count=3)
+        seen.append(sorted(f.split("/")[1] for f in result.files))
+        assert (export.output / (".kubelogexporter-state.shard-%d-of-3.json" % index)).exists()
+    assert sorted(sum(seen, [])) == sorted("web-%d" % i for i in range(30))
+    assert all(seen)  # every shard got some
+
+
+def test_forbidden_cluster_listing_falls_back_to_the_own_namespace(cluster, apiserver, export):
+    apiserver.authorize = lambda user, verb, resource, sub, namespace, **_: namespace == "logging"
+    cluster.add_pod("logging", "mine")
+    cluster.append_log("logging", "mine", "app", ["mine"])
+    cluster.add_pod("shop", "theirs")
+    result = export()
+    assert result.ok and result.files == ["logging/mine/app.log"]
+    assert result.notes == ["cannot list pods in all namespaces (forbidden); exporting namespace logging only"]
+    with pytest.raises(kubelogexporter.ApiError) as refused:
+        export(all_namespaces=True)
+    assert refused.value.status == 403 and "cannot list resource" in refused.value.message
+
+
+def test_dry_run_lists_urls_and_fetches_nothing(cluster, apiserver, export):
+    cluster.add_pod("shop", "web", containers=["app", "proxy"])
+    result = export(dry_run=True)
+    assert result.planned == [
+        apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=app&timestamps=true",
+        apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=proxy&timestamps=true",
+    ]
+    assert log_requests(apiserver) == [] and not export.output.exists()
+
+
+# -- crashes, kills, full disks ------------------------------------------------
+
+
+def cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, str(ROOT / "kubelogexporter.py")] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def cli_args(apiserver, service_account, output):
+    return ["--server", apiserver.url, "--token-file", str(service_account / "token"),
+            "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "--concurrency", "1"]
+
+
+def big_log(cluster, pod, mib, start=1795946400):
+    """A log of ``mib`` * 5000 lines of 222 bytes, a thousand lines a second from ``start``."""
+    line = b"x" * 190
+    body = b"".join(b"%s.%09dZ %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + i // 1000)).encode(),
+                                        (i % 1000) * 1_000_000, line) for i in range(mib * 5000))
+    cluster.set_log_bytes("shop", pod, "app", body)
+    return body
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 1)])
+def test_a_run_killed_mid_stream_leaves_a_state_the_next_run_completes(
+        cluster, apiserver, api, service_account, tmp_path, signum, code):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["before"])
+    output = tmp_path / "logs"
+    args = cli_args(apiserver, service_account, output)
+    assert cli(args).wait() == 0
+    before = served(api, "shop", "web", "app")
+    body = big_log(cluster, "web", 8, start=1795946500)  # the log rotated, then grew
+    release = threading.Event()
+    apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=len(body) // 2)
+    path = output / "shop" / "web" / "app.log"
+    committed = path.stat().st_size
+    proc = cli(args)
+    wait_for(lambda: path.stat().st_size > committed + (1 << 20))
+    proc.send_signal(signum)
+    if signum == signal.SIGTERM:
+        assert proc.wait(10) == code  # stops at once, even while the stream is quiet
+    release.set()
+    assert proc.wait(10) == code
+    assert cli(args).wait() == 0
+    assert path.read_bytes() == before + body
+
+
+def test_a_full_disk_fails_the_run_then_a_clean_rerun_completes_it(cluster, apiserver, api, service_account, tmp_path):
+    import resource
+
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["small"])
+    cluster.add_pod("shop", "big")
+    big_log(cluster, "big", 1)
+    output = tmp_path / "logs"
+    args = cli_args(apiserver, service_account, output)
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    proc = cli(args, preexec_fn=limit_file_size)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "shop/big/app: cannot write shop/big/app.log: File too large" in err
+    big = output / "shop" / "big" / "app.log"
+    assert not big.exists() or big.stat().st_size == 0  # nothing half-written is left behind
+    assert (output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+    assert cli(args).wait() == 0
+    assert big.read_bytes() == served(api, "shop", "big", "app")
+    assert (output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
+
+
+def test_memory_stays_flat_whatever_the_log_size(cluster, apiserver, service_account, tmp_path):
+    peaks = {}
+    for mib in (4, 64):
+        cluster.add_pod("shop", "log-%d" % mib)
+        big_log(cluster, "log-%d" % mib, mib)
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (this test server).
+        code = ("import re, sys, kubelogexporter; rc = kubelogexporter.main(sys.argv[1:]); "
+                "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); sys.exit(rc)")
+        args = cli_args(apiserver, service_account, tmp_path / str(mib)) + ["-q", "--field-selector",
+                                                                          "metadata.name=log-%d" % mib]
+        proc = subprocess.run([sys.executable, "-c", code] + args, capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        print(mib, "MiB log:", int(proc.stdout) / 1024, "MiB peak")
+        assert (tmp_path / str(mib) / "shop" / ("log-%d" % mib) / "app.log").stat().st_size == mib * 5000 * 222
+        peaks[mib] = int(proc.stdout) / 1024  # KiB -> MiB
+    assert peaks[64] - peaks[4] < 4, peaks
+    assert peaks[64] < 32, peaks
