@@ -748,6 +748,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def finish_request(self, request, client_address):
         # TLS handshake here, in the connection's own thread, not in the accept loop.
+        with self.api._lock:
+            self.api.connections_accepted += 1
         conn = request
         if self.api.ssl_context is not None:
             try:
@@ -804,6 +806,7 @@ class FakeAPIServer:
         self.errors: List[BaseException] = []  # unexpected exceptions while serving
         self.faults = FaultPlan(self)
         self.active_log_streams = 0
+        self.connections_accepted = 0  # TCP connections (keep-alive reuse keeps this low)
         self.max_active_log_streams = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

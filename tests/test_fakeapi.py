@@ -314,14 +314,16 @@ def test_restart_previous_rotate(cluster, api):
     assert text(api.request(log_path("ns", "p"))[2]) == ["run1"]
 
 
-def test_keep_alive(web, api):
+def test_keep_alive(web, api, apiserver):
     conn = api.connect()
     try:
         for _ in range(3):
             assert api.request(log_path("ns", "web"), conn=conn)[0] == 200
             assert api.request("/api/v1/pods", conn=conn)[0] == 200
+            assert api.request("/nope", conn=conn)[0] == 404
     finally:
         conn.close()
+    assert apiserver.connections_accepted == 1
 
 
 def test_follow(cluster, api):

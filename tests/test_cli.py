@@ -1,0 +1,147 @@
+"""The command line: main([...]) return codes and what it prints."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubelogexporter import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def args(apiserver, service_account, tmp_path):
+    return ["--server", apiserver.url, "--token-file", str(service_account / "token"),
+            "--ca-file", str(service_account / "ca.crt"), "-o", str(tmp_path / "logs")]
+
+
+@pytest.fixture
+def shop(cluster):
+    cluster.add_pod("shop", "web", containers=["app", "proxy"])
+    cluster.append_log("shop", "web", "app", ["hello"])
+    cluster.append_log("shop", "web", "proxy", ["GET / 200"])
+    return cluster
+
+
+def test_a_run_prints_one_summary_line(shop, args, capsys):
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("kubelogexporter: exported 2 of 2 containers from 1 pods: ") and err.count("\n") == 1
+
+
+def test_json_prints_one_summary_object(shop, args, capsys, tmp_path):
+    assert main(args + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["pods"], summary["containers"], summary["exported"]) == (1, 2, 2)
+    assert sorted(summary["files"]) == ["shop/web/app.log", "shop/web/proxy.log"]
+    assert summary["failed"] == [] and summary["skipped"] == [] and summary["bytes_written"] > 0
+
+
+def test_quiet_prints_nothing_on_success(shop, args, capsys):
+    assert main(args + ["-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_verbose_shows_requests_and_never_the_token(shop, args, capsys, tmp_path, apiserver):
+    assert main(args + ["-v", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "GET /api/v1/pods?limit=500 -> 200" in err
+    assert "GET /api/v1/namespaces/shop/pods/web/log?container=app&timestamps=true -> 200" in err
+    written = b"".join(p.read_bytes() for p in (tmp_path / "logs").rglob("*") if p.is_file())
+    assert "token-1" not in out + err and b"token-1" not in written
+    assert all(r.headers.get("Authorization") == "Bearer token-1" for r in apiserver.requests)
+
+
+def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
+    assert main(args + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=%s&timestamps=true" % c for c in ("app", "proxy")]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--since", "yesterday"], "not a duration: 'yesterday' (use e.g. 90s, 15m, 2h, 1d)"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--shard-count", "3"], "--shard-count needs --shard-index or $JOB_COMPLETION_INDEX"),
+    (["--shard-index", "1"], "--shard-index needs --shard-count"),
+    (["-A", "-n", "shop"], "-A and -n exclude each other"),
+    (["--since-time", "10:00"], "is not an RFC 3339 time"),
+    (["--since", "1h", "--since-time", "2026-11-29T10:00:00Z"], "exclude each other"),
+])
+def test_bad_values_are_usage_errors(shop, args, capsys, extra, message):
+    assert main(args + extra) == 2
+    out, err = capsys.readouterr()
+    assert message in err and err.startswith("kubelogexporter: error: ") and err.count("\n") == 1
+
+
+def test_unknown_flag_is_a_usage_error(capsys):
+    assert main(["--frobnicate"]) == 2
+    assert "unrecognized arguments: --frobnicate" in capsys.readouterr().err
+
+
+def test_missing_token_says_what_to_do(tmp_path, capsys):
+    assert main(["--server", "https://127.0.0.1:1", "--token-file", str(tmp_path / "nope"), "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "kubelogexporter: error: token file %s not found: run inside a pod with a service account, "
+        "or pass --token-file\n" % (tmp_path / "nope"))
+
+
+def test_unreadable_ca_is_a_usage_error(args, tmp_path, capsys):
+    bad = tmp_path / "bad.crt"
+    bad.write_text("garbage")
+    assert main(args + ["--ca-file", str(bad)]) == 2
+    assert "cannot load CA file" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_the_default_account_is_refused_with_the_apis_message(shop, args, apiserver, capsys):
+    apiserver.tokens["token-1"] = "system:serviceaccount:default:default"
+    apiserver.authorize = lambda user, *a, **k: user != "system:serviceaccount:default:default"
+    assert main(args + ["-A"]) == 3
+    err = capsys.readouterr().err
+    assert err == ('kubelogexporter: error: pods is forbidden: User "system:serviceaccount:default:default" cannot '
+                   'list resource "pods" in API group "" at the cluster scope (the service account needs '
+                   '"list pods" cluster-wide (see manifests/))\n')
+
+
+def test_a_refused_log_read_exits_3(shop, args, apiserver, capsys):
+    apiserver.authorize = lambda user, verb, resource, sub, ns, **k: sub != "log"
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert 'cannot get resource "pods/log"' in err and '"get pods/log"' in err
+
+
+def test_an_invalid_token_exits_3(shop, args, apiserver, capsys):
+    apiserver.tokens.clear()
+    apiserver.tokens["other"] = "someone"
+    assert main(args) == 3
+    assert capsys.readouterr().err.startswith("kubelogexporter: error: Unauthorized (check the token)")
+
+
+def test_a_failed_container_exits_1(shop, args, apiserver, capsys):
+    apiserver.faults.log_error_tail("shop", "web", "app", "unable to retrieve container logs")
+    assert main(args) == 1
+    assert "shop/web/app: the kubelet reported: unable to retrieve container logs" in capsys.readouterr().err
+
+
+def test_shard_index_comes_from_the_indexed_job(shop, args, monkeypatch, capsys):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    assert main(args + ["--shard-count", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pods"] == 1
+
+
+def test_insecure_warns(shop, args, capsys):
+    assert main(args + ["--insecure-skip-tls-verify"]) == 0
+    assert "warning: TLS verification is off" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "kubelogexporter", "--version"],
+    [sys.executable, str(ROOT / "kubelogexporter.py"), "--version"],
+])
+def test_runs_as_a_module_and_as_a_script(command):
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert (proc.returncode, proc.stdout) == (0, "kubelogexporter 0.1.0\n")

@@ -1,0 +1,143 @@
+"""KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
+
+import pytest
+
+from conftest import SA_USER
+
+from kubelogexporter import ApiError, KubeClient, pod_log_url
+
+
+@pytest.fixture
+def client(apiserver, service_account):
+    client = KubeClient.from_service_account(environ={}, account_dir=service_account, server=apiserver.url,
+                                             backoff=0.001, retries=3)
+    yield client
+    client.close()
+
+
+def names(pods):
+    return [p["metadata"]["name"] for p in pods]
+
+
+def test_pod_lists_are_paged_with_continue(cluster, apiserver, client):
+    for i in range(5):
+        cluster.add_pod("shop", "web-%d" % i)
+    assert names(client.list_pods("shop", page_size=2)) == ["web-%d" % i for i in range(5)]
+    pages = [r.query for r in apiserver.requests]
+    assert [q["limit"] for q in pages] == [["2"]] * 3
+    assert "continue" not in pages[0] and all("continue" in q for q in pages[1:])
+
+
+def test_an_expired_continue_token_restarts_the_listing(cluster, apiserver, client):
+    for i in range(5):
+        cluster.add_pod("shop", "web-%d" % i)
+    apiserver.faults.expire_continue()
+    listed = names(client.list_pods(None, page_size=2))
+    assert set(listed) == {"web-%d" % i for i in range(5)}
+    assert 410 in [r.status for r in apiserver.requests]
+
+
+def test_selectors_reach_the_api(cluster, apiserver, client):
+    cluster.add_pod("shop", "web", labels={"app": "web"}, node_name="node-1")
+    cluster.add_pod("shop", "db", labels={"app": "db"}, node_name="node-2")
+    assert names(client.list_pods(None, label_selector="app=web")) == ["web"]
+    assert names(client.list_pods(None, field_selector="spec.nodeName=node-2")) == ["db"]
+
+
+def test_priority_and_fairness_throttling_is_retried(cluster, apiserver, client):
+    cluster.add_pod("shop", "web")
+    apiserver.faults.throttle(times=2, retry_after=0, path_contains="/pods")
+    assert names(client.list_pods(None)) == ["web"]
+    assert [r.status for r in apiserver.requests] == [429, 429, 200]
+
+
+def test_a_401_rereads_the_token_once(cluster, apiserver, service_account, client):
+    cluster.add_pod("shop", "web")
+    client.get_json("/api/v1/namespaces/shop/pods")  # token-1 read and used
+    (service_account / "token").write_text("token-2")
+    apiserver.tokens.clear()
+    apiserver.tokens["token-2"] = SA_USER
+    assert names(client.list_pods("shop")) == ["web"]
+    assert [r.status for r in apiserver.requests] == [200, 401, 200]
+
+
+def test_a_401_that_persists_is_refused(cluster, apiserver, client):
+    apiserver.tokens.clear()
+    apiserver.tokens["another"] = SA_USER
+    with pytest.raises(ApiError) as error:
+        list(client.list_pods(None))
+    assert (error.value.status, error.value.refused, error.value.message) == (401, True, "Unauthorized")
+    assert len(apiserver.requests) == 2
+
+
+def test_forbidden_keeps_the_servers_message_and_names_the_permission(cluster, apiserver, client):
+    apiserver.authorize = lambda *a, **k: False
+    with pytest.raises(ApiError) as error:
+        list(client.list_pods("shop"))
+    assert error.value.status == 403 and error.value.reason == "Forbidden"
+    assert error.value.message == ('pods is forbidden: User "system:serviceaccount:logging:log-exporter-sa" cannot '
+                                   'list resource "pods" in API group "" in the namespace "shop"')
+    assert error.value.missing_permission() == '"list pods" in namespace "shop"'
+
+
+def test_invalid_parameters_surface_the_status_message(cluster, apiserver, client):
+    cluster.add_pod("shop", "web")
+    with pytest.raises(ApiError) as error:
+        client.open_log("shop", "web", "app", tail_lines=-1)
+    assert error.value.status == 422 and "tailLines: Invalid value" in error.value.message
+
+
+def test_requests_share_one_keep_alive_connection(cluster, apiserver, client):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"] * 10)
+    for _ in range(5):
+        list(client.list_pods("shop"))
+        assert b"".join(client.stream_log("shop", "web", "app")).count(b"hello") == 10
+    assert apiserver.connections_accepted == 1
+
+
+def test_stream_log_yields_the_body_in_blocks(cluster, apiserver, api, client):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["line %d" % i for i in range(2000)])
+    blocks = list(client.stream_log("shop", "web", "app", block_size=4096))
+    assert len(blocks) > 1 and max(map(len, blocks)) <= 4096
+    _, _, whole = api.request("/api/v1/namespaces/shop/pods/web/log?container=app&timestamps=true")
+    assert b"".join(blocks) == whole
+
+
+def test_an_unscheduled_pod_has_no_log(cluster, apiserver, client):
+    cluster.add_pod("shop", "pending", scheduled=False)
+    assert client.open_log("shop", "pending", "app") is None
+    assert list(client.stream_log("shop", "pending", "app")) == []
+
+
+def test_an_unreachable_server_fails_after_the_retries(service_account):
+    client = KubeClient.from_service_account(environ={}, account_dir=service_account, server="https://127.0.0.1:9",
+                                             backoff=0.001, retries=2)
+    with pytest.raises(ApiError, match="cannot reach https://127.0.0.1:9") as error:
+        list(client.list_pods(None))
+    assert error.value.status == 0 and not error.value.refused
+
+
+def test_tls_is_verified(apiserver, service_account, tmp_path):
+    import trustme
+
+    other = tmp_path / "other-ca.crt"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    client = KubeClient.from_service_account(environ={}, account_dir=service_account, server=apiserver.url,
+                                             ca_file=other, backoff=0.001, retries=0)
+    with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+        list(client.list_pods(None))
+    assert apiserver.requests == []
+
+
+@pytest.mark.parametrize("options, query", [
+    ({}, ""),
+    ({"container": "app", "timestamps": True}, "?container=app&timestamps=true"),
+    ({"container": "app", "previous": True, "since_time": 1795946400_999_999_999},
+     "?container=app&previous=true&sinceTime=2026-11-29T10%3A00%3A00Z"),
+    ({"tail_lines": 10, "limit_bytes": 4096}, "?tailLines=10&limitBytes=4096"),
+])
+def test_pod_log_url_matches_the_walkthrough(options, query):
+    assert pod_log_url("https://kubernetes/", "kube-system", "coredns-d798c9dd-pdswq", **options) == (
+        "https://kubernetes/api/v1/namespaces/kube-system/pods/coredns-d798c9dd-pdswq/log" + query)
