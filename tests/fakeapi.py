@@ -10,8 +10,10 @@ authorization.  `FaultPlan` injects the failures a real cluster produces.
 Stdlib only, so benchmarks can use it too.  Logs are kept as pre-rendered
 bytes (one "file" per container run, timestamps in the fixed 9-digit form),
 so serving a log is a memoryview slice plus big chunked writes: no per-line
-Python work unless a filter forces it (non-monotonic timestamps with
-sinceTime; or the trimmed / no-timestamp forms, done by one C-level regex).
+Python work on the hot path.  sinceTime/tailLines are byte searches (binary
+search on timestamps); only non-monotonic timestamps with sinceTime, and the
+first request for the trimmed / no-timestamp forms (then cached per log
+version) loop over lines.  Build big benchmark logs with set_log_bytes.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -371,7 +373,7 @@ class FakeCluster:
     def append_log(self, namespace, pod, container, lines: Iterable, *, at: Optional[int] = None,
                    step_ns: int = 1_000_000, timestamps: Optional[List[int]] = None) -> List[int]:
         """Append lines (str/bytes, no newline) to the container's current run; returns their timestamps."""
-        data = [ln.encode() if isinstance(ln, str) else bytes(ln) for ln in lines]
+        data = [ln.encode() if isinstance(ln, str) else ln if type(ln) is bytes else bytes(ln) for ln in lines]
         if b"\n" in b"".join(data):
             raise ValueError("a log line must not contain a newline")
         with self.lock:
