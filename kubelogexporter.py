@@ -918,8 +918,15 @@ class _ContainerExport:
         self.cursor: Optional[_Cursor] = None
         self.min_ns: Optional[int] = None
         self.output: Optional[_OutputFile] = None
-        self.restarts = container.restarts  # restartCount of the instance the cursor points into
+        # The cursor is at or past the end of instance ``restarts`` (a restartCount); ``held`` says
+        # whether that instance holds the cursor's own line, so a rerun can tell a rotation from no news.
+        self.restarts = container.restarts
+        self.held = True
+        self.instance = container.restarts  # the instance being read
         self.partial = False  # the body ended inside a line that is still being written
+        self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
+        self.expect_cursor = False
+        self.rotated: Optional[Tuple[int, Optional[int]]] = None  # (last line exported, first line still there)
         self.received = 0
 
     @property
@@ -941,9 +948,12 @@ class _ContainerExport:
         if saved is not None:
             self.cursor = _Cursor(parse_timestamp(saved["ts"]), int(saved["count"]))
             self.restarts = int(saved.get("restarts", 0))
+            self.held = bool(saved.get("held", True))
             if c.restarts - self.restarts > 1:
                 result.gap(c, "%d instance(s) restarted away between runs; their lines are lost"
-                           % (c.restarts - self.restarts - 1), after=saved["ts"])
+                           % (c.restarts - self.restarts - 1), since=saved["ts"], until=None)
+            elif c.restarts >= self.restarts and self.held:
+                self.cursor_in_previous = c.restarts > self.restarts
             export_previous = c.restarts > self.restarts
         else:
             self.min_ns = self.options.since_ns
@@ -959,9 +969,13 @@ class _ContainerExport:
             if export_previous:
                 gone = self._export_instance(previous=True)
                 if gone is not None and saved is not None:
-                    result.gap(c, "the previous instance's log is gone: %s" % gone, after=saved["ts"])
-            self.restarts = c.restarts
+                    result.gap(c, "the previous instance's log is gone: %s" % gone, since=saved["ts"], until=None)
             reason = self._export_instance(previous=False)
+            if self.rotated is not None:
+                since, until = self.rotated
+                result.gap(c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
+                           % (_format_ts(since), _format_ts(until) if until else "now"),
+                           since=_format_ts(since), until=_format_ts(until) if until else None)
             if reason is not None:
                 return result.skip(c, reason)
             ok = True
@@ -1012,12 +1026,14 @@ class _ContainerExport:
         if self.options.use_state and self.cursor is not None:
             final = ok and c.state == "terminated" and not self.partial
             entry = {"ts": _format_ts(self.cursor.ns), "count": self.cursor.count, "restarts": self.restarts,
-                     "id": c.container_id, "final": final, "path": self.relpath, "seen": int(time.time())}
+                     "held": self.held, "id": c.container_id, "final": final, "path": self.relpath, "seen": int(time.time())}
             self.state.commit(c.key, entry, self.relpath, size)
 
     def _export_instance(self, previous: bool) -> Optional[str]:
         """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
         failures = 0
+        self.expect_cursor = self.cursor_in_previous is previous
+        self.instance = self.c.restarts - 1 if previous else self.c.restarts
         while True:
             since = self.cursor.ns if self.cursor is not None else self.min_ns
             try:
@@ -1032,6 +1048,9 @@ class _ContainerExport:
                 return "no log yet (pod not scheduled)"
             try:
                 self._copy_body(response)
+                if self.restarts != self.instance:  # read to the end without a new line
+                    self.held = False
+                    self.restarts = self.instance
                 return None
             except (http.client.IncompleteRead, http.client.HTTPException, ssl.SSLError, socket.timeout,
                     ConnectionError) as exc:
@@ -1075,17 +1094,32 @@ class _ContainerExport:
             if skipping:
                 start, seen_at_cursor = self._skip(buffer, end, seen_at_cursor)
                 skipping = start == end
+                if self.expect_cursor and not skipping:
+                    self._check_rotation(seen_at_cursor, buffer, start)
             if start < end:
                 self._write_lines(buffer, view, start, end)
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
+        if self.expect_cursor:
+            self._check_rotation(seen_at_cursor, None, 0)
         if filled:
             tail = bytes(view[:filled])
             if not _TS_RE.match(tail):
                 raise _KubeletError(tail.decode("utf-8", "replace").strip()[:500])
             self.partial = True
             _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
+
+    def _check_rotation(self, seen: int, buffer: Optional[bytearray], start: int) -> None:
+        """The body asked from the cursor's second must hold the cursor's own lines, unless the file rotated since.
+
+        Costs nothing: the lines are in the answer anyway.
+        """
+        self.expect_cursor = False
+        if seen < self.cursor.count:
+            match = _TS_RE.match(buffer, start) if buffer is not None else None
+            self.rotated = (self.cursor.ns, _match_ns(match) if match else None)
+            self.held = False
 
     def _skip(self, buffer: bytearray, end: int, seen: int) -> Tuple[int, int]:
         """Drop the lines already on disk; return where new lines start (``end`` if none do) and the count seen at the cursor."""
@@ -1132,6 +1166,7 @@ class _ContainerExport:
         self.output.write(data)
         self.cursor = _Cursor(ns, count)
         self.min_ns = None
+        self.restarts, self.held = self.instance, True
 
     @staticmethod
     def _first_bad_line(buffer: bytearray, start: int, end: int) -> int:

@@ -533,3 +533,54 @@ def test_memory_stays_flat_whatever_the_log_size(cluster, apiserver, service_acc
         peaks[mib] = int(proc.stdout) / 1024  # KiB -> MiB
     assert peaks[64] - peaks[4] < 4, peaks
     assert peaks[64] < 32, peaks
+
+
+# -- gaps: lines the API no longer has -------------------------------------------
+
+
+def test_a_rotation_between_runs_is_reported_with_its_bounds(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a", "b"], timestamps=[1795946400 * NS, 1795946401 * NS])
+    export()
+    cluster.append_log("shop", "web", "app", ["rotated away"], timestamps=[1795946402 * NS])
+    cluster.rotate_log("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["after rotation"], timestamps=[1795946403 * NS + 5])
+    result = export()
+    assert result.exit_code == 0
+    assert [(g["container"], g["since"], g["until"]) for g in result.gaps] == [
+        ("shop/web/app", "2026-11-29T10:00:01.000000000Z", "2026-11-29T10:00:03.000000005Z")]
+    assert (export.output / "shop" / "web" / "app.log").read_text().splitlines()[-1].endswith(" after rotation")
+
+
+def test_a_rotation_to_an_empty_file_is_a_gap_until_now(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a"])
+    export()
+    cluster.rotate_log("shop", "web", "app")
+    assert [g["until"] for g in export().gaps] == [None]
+
+
+def test_no_gap_is_reported_when_none_happened(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    for _ in range(3):
+        tricky_lines(cluster, n=6)  # ends mid-timestamp: the cursor's group is partly in the next run
+        result = export()
+        assert result.gaps == [] and result.ok
+    cluster.restart_container("shop", "web", "app")
+    assert export().gaps == []
+    assert export().gaps == []  # quiet rerun
+
+
+def test_gaps_reach_the_summary_and_json(cluster, apiserver, service_account, tmp_path, capsys):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a"])
+    args = ["--server", apiserver.url, "--token-file", str(service_account / "token"),
+            "--ca-file", str(service_account / "ca.crt"), "-o", str(tmp_path / "logs")]
+    assert kubelogexporter.main(args) == 0
+    cluster.rotate_log("shop", "web", "app")
+    capsys.readouterr()
+    assert kubelogexporter.main(args + ["--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["gaps"][0]["container"] == "shop/web/app"
+    assert "warning: shop/web/app: the log rotated before its lines after 2026-11-29T10:00:00.000000000Z" in err
+    assert err.rstrip().endswith("1 with gaps")
