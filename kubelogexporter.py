@@ -25,7 +25,9 @@ import errno
 import fcntl
 import functools
 import gzip as gziplib
+import heapq
 import http.client
+import itertools
 import json
 import logging
 import os
@@ -86,6 +88,12 @@ BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 300.0
 THROTTLE_RETRIES = 10
+WATCH_SECONDS = 300  # a watch is renewed from its last resourceVersion this often
+FOLLOW_BLOCK_SIZE = 64 << 10  # follow mode holds one buffer per stream: keep it small
+FOLLOW_IDLE_TIMEOUT = 300.0  # a follow stream this quiet is reopened, not failed
+CHECKPOINT_SECONDS = 2.0  # follow mode makes lines durable and records them this often
+IDLE_RELEASE_SECONDS = 5.0  # with more containers than streams, a stream this quiet gives its slot away
+MAX_HOLD_SECONDS = 60.0  # ... and a busy one after this long, so every container gets its turn
 GZIP_LEVEL = 6
 USER_AGENT = "kubelogexporter/%s (python)" % __version__
 
@@ -506,11 +514,14 @@ class KubeClient:
                 failures += 1
 
     def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
-                  field_selector: Optional[str] = None, page_size: int = PAGE_SIZE) -> Iterator[Dict[str, Any]]:
+                  field_selector: Optional[str] = None, page_size: int = PAGE_SIZE,
+                  list_meta: Optional[Dict[str, Any]] = None) -> Iterator[Dict[str, Any]]:
         """Yield the pods of ``namespace`` (all namespaces when None), page by page.
 
         A continue token that expired (410) restarts the listing; pods already
         yielded may then be yielded again, so callers de-duplicate by UID.
+        ``list_meta``, when given, receives the first page's list metadata (its
+        resourceVersion is where a watch continues from).
         """
         path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
         query = {"limit": str(page_size)}
@@ -529,11 +540,50 @@ class KubeClient:
                     page = dict(query)
                     continue
                 raise
+            if list_meta is not None and "continue" not in page:
+                list_meta.clear()
+                list_meta.update(pods.get("metadata") or {})
             yield from pods.get("items") or ()
             token = (pods.get("metadata") or {}).get("continue")
             if not token:
                 return
             page = dict(query, **{"continue": token})
+
+    def watch_pods(self, namespace: Optional[str] = None, *, resource_version: str, label_selector: Optional[str] = None,
+                   field_selector: Optional[str] = None, timeout_seconds: int = WATCH_SECONDS) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """Yield (type, pod) watch events after ``resource_version``; BOOKMARK events carry only metadata.
+
+        Raises ApiError 410 when that version is too old (relist, then watch again).
+        """
+        path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
+        query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
+                 "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
+        try:
+            response.fp.raw._sock.settimeout(timeout_seconds + 30)  # quiet watches are normal
+        except AttributeError:
+            pass
+        try:
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch failed"),
+                                   reason=str(obj.get("reason") or ""), verb="watch", resource="pods",
+                                   namespace=namespace or "")
+                yield kind, obj
+        except BaseException:
+            self._drop_connection()
+            raise
 
     def open_log(self, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = True,
                  previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
@@ -767,6 +817,7 @@ class _OutputFile:
         self.replace = replace
         self.bytes_written = 0  # uncompressed bytes, this run
         self._gzip: Optional[gziplib.GzipFile] = None
+        self._flushed_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         if replace:
             self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
@@ -791,6 +842,13 @@ class _OutputFile:
         else:
             _write_all(self._fd, data)
         self.bytes_written += len(data)
+
+    def flush(self) -> None:
+        """Hand compressed lines to the OS at least once a second (plain lines go there as they are written)."""
+        now = time.monotonic()
+        if self._gzip is not None and now - self._flushed_at >= 1.0:
+            self._gzip.flush()
+            self._flushed_at = now
 
     def checkpoint(self) -> int:
         """Make everything written so far durable; return the file size it ends at."""
@@ -910,8 +968,14 @@ class _ContainerExport:
     lines at or before the cursor are dropped again.
     """
 
-    def __init__(self, client: KubeClient, state: _State, options: _Options, container: _Container):
+    def __init__(self, client: KubeClient, state: _State, options: _Options, container: _Container, *,
+                 follow: bool = False):
         self.client = client
+        self.follow = follow  # stream the current instance with follow=true until it ends or yields its slot
+        self.yield_requested = False
+        self.sock: Optional[socket.socket] = None
+        self.last_data = time.monotonic()
+        self.checkpointed_at = time.monotonic()
         self.state = state
         self.options = options
         self.c = container
@@ -1014,31 +1078,47 @@ class _ContainerExport:
                 raise ValueError("it exists but the state file has no record of it; move it away to export it anew")
 
     def _finish(self, c: _Container, result: "_Collector", ok: bool) -> None:
-        output, self.output = self.output, None
+        output = self.output
         try:
-            size = output.checkpoint()
+            self._checkpoint(final=ok and c.state == "terminated" and not self.partial and not self.yield_requested)
         except OSError as exc:
+            self.output = None
             output.rollback()
             output.close(keep=False)
             return result.fail(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
+        self.output = None
         output.close(keep=ok or not output.replace)
         result.add_bytes(output.bytes_written, self.relpath)
+
+    def _checkpoint(self, *, final: bool = False) -> None:
+        """Make the lines written so far durable, then record them in the state: never the other way round."""
+        size = self.output.checkpoint()
+        self.checkpointed_at = time.monotonic()
         if self.options.use_state and self.cursor is not None:
-            final = ok and c.state == "terminated" and not self.partial
             entry = {"ts": _format_ts(self.cursor.ns), "count": self.cursor.count, "restarts": self.restarts,
-                     "held": self.held, "id": c.container_id, "final": final, "path": self.relpath, "seen": int(time.time())}
-            self.state.commit(c.key, entry, self.relpath, size)
+                     "held": self.held, "id": self.c.container_id, "final": final, "path": self.relpath,
+                     "seen": int(time.time())}
+            self.state.commit(self.c.key, entry, self.relpath, size)
+
+    def request_yield(self) -> None:
+        """Ask a follow stream to give its slot away: checkpoint and end as if the stream had ended."""
+        self.yield_requested = True
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def _export_instance(self, previous: bool) -> Optional[str]:
         """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
         failures = 0
         self.expect_cursor = self.cursor_in_previous is previous
         self.instance = self.c.restarts - 1 if previous else self.c.restarts
+        follow = self.follow and not previous
         while True:
+            if self.yield_requested:
+                return None
             since = self.cursor.ns if self.cursor is not None else self.min_ns
             try:
                 response = self.client.open_log(self.c.namespace, self.c.pod, self.c.name, previous=previous,
-                                                since_time=since)
+                                                since_time=since, follow=follow)
             except ApiError as exc:
                 reason = _skip_reason(exc)
                 if reason is None:
@@ -1046,8 +1126,15 @@ class _ContainerExport:
                 return reason
             if response is None:
                 return "no log yet (pod not scheduled)"
+            written = self.output.bytes_written
             try:
-                self._copy_body(response)
+                if follow:
+                    self.sock = response.fp.raw._sock
+                    self.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
+                self._copy_body(response, follow=follow)
+                if self.yield_requested:
+                    self.client._drop_connection()
+                    return None
                 if self.restarts != self.instance:  # read to the end without a new line
                     self.held = False
                     self.restarts = self.instance
@@ -1057,6 +1144,10 @@ class _ContainerExport:
                 self.client._drop_connection()
                 if self.client._stop.is_set():
                     raise _Stopped() from None
+                if self.yield_requested:
+                    return None
+                if self.output.bytes_written > written or (follow and isinstance(exc, socket.timeout)):
+                    failures = 0  # it made progress, or a followed container was just quiet
                 if failures >= self.client.retries:
                     raise ApiError(0, "log stream kept failing (%s); resumed %d times" % (exc, failures)) from None
                 _log.debug("%s: stream broke (%r), resuming after the last complete line", self.c.label, exc)
@@ -1066,8 +1157,8 @@ class _ContainerExport:
                 self.client._drop_connection()
                 raise
 
-    def _copy_body(self, response: http.client.HTTPResponse) -> None:
-        buffer = bytearray(BLOCK_SIZE)
+    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False) -> None:
+        buffer = bytearray(FOLLOW_BLOCK_SIZE if follow else BLOCK_SIZE)
         view = memoryview(buffer)
         filled = 0
         skipping = self.cursor is not None or self.min_ns is not None
@@ -1081,7 +1172,12 @@ class _ContainerExport:
                 view.release()
                 buffer.extend(bytes(len(buffer)))
                 view = memoryview(buffer)
-            received = response.readinto(view[filled:])
+            if follow:  # whatever has arrived, so lines reach the disk as they are written
+                chunk = response.read1(len(buffer) - filled)
+                received = len(chunk)
+                view[filled:filled + received] = chunk
+            else:
+                received = response.readinto(view[filled:])
             if not received:
                 break
             self.received += received
@@ -1101,6 +1197,13 @@ class _ContainerExport:
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
+            if follow:
+                self.last_data = time.monotonic()
+                self.output.flush()
+                if self.last_data - self.checkpointed_at >= CHECKPOINT_SECONDS:
+                    self._checkpoint()
+        if self.yield_requested:
+            return
         if self.expect_cursor:
             self._check_rotation(seen_at_cursor, None, 0)
         if filled:
@@ -1195,6 +1298,7 @@ class _Collector:
         self.result = result
         self.progress = progress
         self.lock = threading.Lock()
+        self.files: set = set()
 
     @property
     def interrupted(self) -> bool:
@@ -1262,6 +1366,298 @@ def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool
         yield from pods
 
 
+# ---------------------------------------------------------------------------
+# Follow
+# ---------------------------------------------------------------------------
+
+
+class _RunOutcome:
+    """What one follow-mode run of a container did (the _Collector interface, for one container)."""
+
+    def __init__(self, shared: _Collector):
+        self.shared = shared
+        self.failed: Optional[Dict[str, Any]] = None
+        self.skipped: Optional[str] = None
+        self.interrupted = False
+
+    def fail(self, c: _Container, reason: str, status: int = 0) -> None:
+        self.failed = {"container": c.label, "reason": reason, "status": status}
+        _log.warning("%s: %s (retrying)", c.label, reason)
+
+    def skip(self, c: _Container, reason: str) -> None:
+        self.skipped = reason
+
+    def gap(self, c: _Container, reason: str, **extra: Any) -> None:
+        self.shared.gap(c, reason, **extra)
+
+    def exported(self, c: _Container) -> None:
+        pass
+
+    unchanged = exported
+
+    def add_bytes(self, count: int, relpath: str) -> None:
+        with self.shared.lock:
+            self.shared.result.bytes_written += count
+            if count and relpath not in self.shared.files:
+                self.shared.files.add(relpath)
+                self.shared.result.files.append(relpath)
+
+
+class _FollowTask:
+    """A followed container, across the streams that carry its lines."""
+
+    def __init__(self, container: _Container):
+        self.container = container
+        self.activity = time.monotonic()  # the last data (or its discovery): busier containers go first
+        self.job: Optional[_ContainerExport] = None
+        self.started = 0.0
+        self.queued = False
+        self.deleted = False
+        self.failures = 0
+        self.turns = 0  # how often it gave its stream away
+        self.outcome: Optional[_RunOutcome] = None
+
+
+class _Follower:
+    """Follow mode: a watch on the pods feeds containers to ``concurrency`` streaming workers.
+
+    Each run of a container is the batch export with ``follow=true`` on its
+    current instance, so state, resume and dedupe are the same as in batch
+    runs and the two hand over to each other exactly.  With more containers
+    than streams, quiet or long-held streams give their slot away in turn.
+    """
+
+    def __init__(self, client: KubeClient, store: Optional[_State], options: _Options, collector: _Collector,
+                 concurrency: int, stop: threading.Event, shard: Tuple[Optional[int], Optional[int]],
+                 selector: Optional[str], field_selector: Optional[str]):
+        self.client = client
+        self.store = store
+        self.options = options
+        self.collector = collector
+        self.concurrency = concurrency
+        self.stop = stop
+        self.shard = shard
+        self.selector = selector
+        self.field_selector = field_selector
+        self.lock = threading.Condition()
+        self.tasks: Dict[str, _FollowTask] = {}
+        self.queue: List[Tuple[int, float, int, str]] = []
+        self.delayed: List[Tuple[float, str]] = []
+        self.sequence = itertools.count()
+        self.warned = False
+        self.fatal: Optional[ApiError] = None
+
+    # -- pods in -------------------------------------------------------------
+
+    def update(self, pod: Dict[str, Any], *, deleted: bool = False) -> None:
+        meta = pod.get("metadata") or {}
+        index, count = self.shard
+        if count and not _in_shard(meta.get("namespace") or "", meta.get("name") or "", index, count):
+            return
+        with self.lock:
+            for c in _containers_of(pod):
+                task = self.tasks.get(c.key)
+                if task is None:
+                    if deleted:
+                        continue
+                    task = self.tasks[c.key] = _FollowTask(c)
+                    self._enqueue(task)
+                    continue
+                before = (task.container.restarts, task.container.state, task.container.container_id)
+                task.container, task.deleted = c, deleted
+                if (c.restarts, c.state, c.container_id) != before or deleted:
+                    self._enqueue(task)  # a restart, a start, or a last chance to drain
+            if not self.warned and len(self.tasks) > self.concurrency:
+                self.warned = True
+                note = ("more containers match than --concurrency allows streams (%d): quiet streams take turns, "
+                        "so their lines arrive later; raise --concurrency to follow all at once" % self.concurrency)
+                self.collector.result.notes.append(note)
+                _log.warning("%s", note)
+            self.lock.notify_all()
+
+    def forget_missing(self, namespace: Optional[str], present: set) -> None:
+        """Pods that went away while no watch was running: drain what is left, then drop them."""
+        with self.lock:
+            for task in self.tasks.values():
+                c = task.container
+                if (namespace is None or c.namespace == namespace) and c.uid not in present and not task.deleted:
+                    task.deleted = True
+                    self._enqueue(task)
+
+    def _enqueue(self, task: _FollowTask) -> None:
+        if task.job is None and not task.queued:
+            task.queued = True
+            # Fewest turns first (nobody starves), then the busiest.
+            heapq.heappush(self.queue, (task.turns, -task.activity, next(self.sequence), task.container.key))
+            self.lock.notify()
+
+    # -- watching --------------------------------------------------------------
+
+    def relist(self, namespace: Optional[str]) -> str:
+        meta: Dict[str, Any] = {}
+        present = set()
+        for pod in self.client.list_pods(namespace, label_selector=self.selector, field_selector=self.field_selector,
+                                         list_meta=meta):
+            present.add((pod.get("metadata") or {}).get("uid"))
+            self.update(pod)
+        self.forget_missing(namespace, present)
+        return str(meta.get("resourceVersion") or "0")
+
+    def watch(self, namespace: Optional[str], version: Optional[str]) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                if version is None:
+                    version = self.relist(namespace)
+                for kind, pod in self.client.watch_pods(namespace, resource_version=version,
+                                                        label_selector=self.selector,
+                                                        field_selector=self.field_selector):
+                    version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                    failures = 0
+                    if kind != "BOOKMARK":
+                        self.update(pod, deleted=kind == "DELETED")
+            except _Stopped:
+                return
+            except ApiError as exc:
+                if exc.status == 410:  # compacted: list again, then watch from there
+                    version = None
+                    continue
+                if exc.refused:
+                    self.fatal = exc
+                    self.stop.set()
+                    return
+                _log.warning("watching pods failed: %s (retrying)", exc.message)
+            except _NETWORK_ERRORS + (ValueError,) as exc:
+                _log.debug("watch broke (%r); resuming from resourceVersion %s", exc, version)
+            if self.stop.is_set():
+                return
+            with contextlib.suppress(_Stopped):
+                self.client.sleep(self.client.backoff_delay(min(failures, 6)) if failures else 0.05)
+            failures += 1
+
+    # -- streaming ---------------------------------------------------------------
+
+    def work(self) -> None:
+        while True:
+            with self.lock:
+                while not self.queue and not self.stop.is_set():
+                    self.lock.wait(0.5)
+                if self.stop.is_set():
+                    return
+                key = heapq.heappop(self.queue)[-1]
+                task = self.tasks.get(key)
+                if task is None:
+                    continue
+                task.queued = False
+                job = task.job = _ContainerExport(self.client, self.store, self.options, task.container, follow=True)
+                task.started = time.monotonic()
+            outcome = _RunOutcome(self.collector)
+            try:
+                job.run(outcome)
+            except Exception as exc:  # a bug must not stop the other streams
+                _log.exception("%s: unexpected error", task.container.label)
+                outcome.fail(task.container, "unexpected error: %r" % exc)
+            with self.lock:
+                task.job, task.outcome = None, outcome
+                task.activity = max(task.activity, job.last_data)
+                self._after(task, job, outcome)
+
+    def _after(self, task: _FollowTask, job: _ContainerExport, outcome: _RunOutcome) -> None:
+        c = task.container
+        if self.stop.is_set():
+            return
+        if outcome.failed is not None:
+            task.failures += 1
+            if outcome.failed.get("status") in (401, 403):
+                self.collector.fail(c, outcome.failed["reason"], status=outcome.failed["status"])
+            self._later(task, min(MAX_BACKOFF_SECONDS, self.client.backoff * 2 ** task.failures))
+            return
+        task.failures = 0
+        if job.yield_requested:
+            task.turns += 1
+            self._enqueue(task)
+        elif task.deleted or outcome.skipped == "pod deleted":
+            del self.tasks[c.key]  # drained
+        elif outcome.skipped is not None or c.state == "terminated":
+            pass  # the next pod event (start, restart) queues it again
+        else:
+            self._later(task, 1.0)  # the stream ended while the container runs: reopen it
+
+    def _later(self, task: _FollowTask, delay: float) -> None:
+        self.delayed.append((time.monotonic() + delay, task.container.key))
+
+    def supervise(self) -> None:
+        """Called a few times a second: due retries back in the queue, slots handed to waiting containers."""
+        now = time.monotonic()
+        with self.lock:
+            due = [key for when, key in self.delayed if when <= now]
+            self.delayed = [(when, key) for when, key in self.delayed if when > now]
+            for key in due:
+                task = self.tasks.get(key)
+                if task is not None:
+                    self._enqueue(task)
+            waiting = len(self.queue)
+            if not waiting:
+                return
+            running = [t for t in self.tasks.values() if t.job is not None and not t.job.yield_requested]
+            running.sort(key=lambda t: t.job.last_data)  # the quietest give way first
+            for task in running:
+                if waiting <= 0:
+                    break
+                if now - task.job.last_data >= IDLE_RELEASE_SECONDS or now - task.started >= MAX_HOLD_SECONDS:
+                    task.job.request_yield()
+                    waiting -= 1
+
+    def finish(self) -> None:
+        with self.lock:
+            for task in self.tasks.values():
+                outcome = task.outcome
+                if outcome is None:
+                    continue
+                if outcome.failed is not None and outcome.failed.get("status") not in (401, 403):
+                    self.collector.result.failed.append(outcome.failed)
+                elif outcome.skipped is not None:
+                    self.collector.skip(task.container, outcome.skipped)
+                else:
+                    self.collector.exported(task.container)
+            self.collector.result.containers = len(self.tasks)
+
+
+def _follow(client: KubeClient, store: Optional[_State], options: _Options, collector: _Collector, *,
+            namespaces: Sequence[str], explicit_all: bool, account_dir: Path, concurrency: int,
+            stop: threading.Event, shard: Tuple[Optional[int], Optional[int]], selector: Optional[str],
+            field_selector: Optional[str]) -> None:
+    follower = _Follower(client, store, options, collector, concurrency, stop, shard, selector, field_selector)
+    sources: List[Tuple[Optional[str], Optional[str]]] = [(namespace, None) for namespace in namespaces]
+    if not sources:
+        try:
+            sources = [(None, follower.relist(None))]
+        except ApiError as exc:
+            own = account_dir / SERVICE_NAMESPACE_FILENAME
+            if exc.status != 403 or explicit_all or not own.is_file():
+                raise
+            namespace = own.read_text().strip()
+            collector.result.notes.append("cannot list pods in all namespaces (forbidden); following namespace %s only"
+                                          % namespace)
+            sources = [(namespace, None)]
+    threads = [threading.Thread(target=follower.watch, args=source, name="watch", daemon=True) for source in sources]
+    threads += [threading.Thread(target=follower.work, name="follow", daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    try:
+        while not stop.wait(0.25):
+            follower.supervise()
+    finally:
+        stop.set()
+        for thread in threads:
+            while thread.is_alive():
+                client.abort()  # streams and watches return at once; each run checkpoints what it wrote
+                thread.join(0.1)
+        follower.finish()
+    if follower.fatal is not None:
+        raise follower.fatal
+
+
 def _lock_output(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -1281,13 +1677,17 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
                 dry_run: bool = False, environ: Optional[Mapping[str, str]] = None,
                 account_dir: os.PathLike = SERVICE_ACCOUNT_DIR, retries: int = RETRIES,
                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
-                progress: Optional[Callable[[ExportResult], None]] = None) -> ExportResult:
+                progress: Optional[Callable[[ExportResult], None]] = None, follow: bool = False) -> ExportResult:
     """Export the logs of every container of the selected pods into ``output_dir``.
 
     ``since`` (seconds) or ``since_time`` (RFC 3339) bound the first export of
     a container; later runs continue after the last line exported.  Raises
     ConfigError for unusable settings and ApiError when pods cannot be listed;
     per-container problems are reported in the returned ExportResult.
+
+    With ``follow``, stream every selected container as it writes, pods
+    created later included, until ``stop_event`` is set (main() sets it on
+    SIGTERM); the files and state are the same as a batch run's.
     """
     started = time.monotonic()
     if concurrency < 1:
@@ -1306,6 +1706,8 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
         raise ConfigError("shard index and shard count go together")
     if shard_count is not None and not 0 <= shard_index < shard_count:
         raise ConfigError("shard index %s is outside 0..%d" % (shard_index, shard_count - 1))
+    if follow and (dry_run or not state):
+        raise ConfigError("follow mode keeps a state: it excludes dry-run and no-state")
 
     stop_event = stop_event or threading.Event()
     client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
@@ -1329,6 +1731,11 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
             store = _State(output / STATE_FILENAME.replace(".json", suffix + ".json"))
         options = _Options(output, gzip, timestamps, state, since_ns)
         collector = _Collector(result, progress)
+        if follow:
+            _follow(client, store, options, collector, namespaces=namespaces, explicit_all=all_namespaces,
+                    account_dir=Path(account_dir), concurrency=concurrency, stop=stop_event,
+                    shard=(shard_index, shard_count), selector=selector, field_selector=field_selector)
+            return result
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="export") as pool:
             pending: set = set()
             try:
@@ -1361,7 +1768,7 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
             if lock_fd is not None:
                 os.close(lock_fd)
             result.duration_seconds = round(time.monotonic() - started, 3)
-    if stop_event.is_set():
+    if stop_event.is_set() and not follow:
         result.interrupted = True
     return result
 
@@ -1427,6 +1834,8 @@ def _build_parser():
     write.add_argument("--no-state", dest="state", action="store_false",
                        help="export complete current logs and replace the files, without a state file")
     write.add_argument("--dry-run", action="store_true", help="print the log URLs that would be fetched, fetch nothing")
+    write.add_argument("--follow", action="store_true",
+                       help="keep streaming every selected container, new pods included, until SIGTERM")
 
     connect = parser.add_argument_group("connection")
     connect.add_argument("--server", metavar="URL", help="API server URL (default from $KUBERNETES_SERVICE_HOST)")
@@ -1517,7 +1926,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.insecure_skip_tls_verify and not args.quiet:
         sys.stderr.write("kubelogexporter: warning: TLS verification is off; the token goes to whoever answers\n")
 
-    live = sys.stderr.isatty() and not args.quiet and not args.verbose and not args.dry_run
+    live = sys.stderr.isatty() and not args.quiet and not args.verbose and not args.dry_run and not args.follow
     started = time.monotonic()
 
     def progress(result: ExportResult) -> None:
@@ -1543,7 +1952,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             insecure_skip_tls_verify=args.insecure_skip_tls_verify, concurrency=args.concurrency, gzip=args.gzip,
             timestamps=args.timestamps, state=args.state, since=since, since_time=args.since_time,
             shard_index=shard_index, shard_count=args.shard_count, dry_run=args.dry_run, stop_event=stop,
-            progress=progress if live else None)
+            progress=progress if live else None, follow=args.follow)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
     except ApiError as exc:

@@ -4,7 +4,9 @@
 serves them over real HTTP(S) the way kube-apiserver (plus the kubelet behind
 `pods/log`) does, for what a log exporter and `kubectl get/logs` use:
 discovery, pod and namespace get/list (paging, selectors, Table output),
-pod logs with PodLogOptions, Status errors, bearer-token auth and RBAC-like
+pod logs with PodLogOptions, pod watches (`?watch=true`: replay from a
+resourceVersion out of a bounded event history, 410 Expired when compacted,
+bookmarks, timeoutSeconds), Status errors, bearer-token auth and RBAC-like
 authorization.  `FaultPlan` injects the failures a real cluster produces.
 
 Stdlib only, so benchmarks can use it too.  Logs are kept as pre-rendered
@@ -24,11 +26,13 @@ import inspect
 import itertools
 import json
 import re
+import select
 import socket
 import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -257,11 +261,15 @@ class Pod:
         return list(self.containers)
 
     def field(self, name: str) -> Optional[str]:
+        return self.fields().get(name)
+
+    def fields(self) -> Dict[str, str]:
+        """Every field a field selector can use, with its current value."""
         return {"metadata.name": self.name, "metadata.namespace": self.namespace,
                 "spec.nodeName": self.node_name or "", "status.phase": self.phase,
                 "spec.restartPolicy": "Always", "spec.schedulerName": "default-scheduler",
                 "spec.serviceAccountName": "default", "status.podIP": self.pod_ip(),
-                "status.nominatedNodeName": ""}.get(name)
+                "status.nominatedNodeName": ""}
 
     def pod_ip(self) -> str:
         n = int(hashlib.sha256(self.uid.encode()).hexdigest()[:4], 16)
@@ -293,17 +301,39 @@ class Pod:
         return {"kind": "Pod", "apiVersion": "v1", "metadata": self.metadata(), "spec": spec, "status": status}
 
 
+class _WatchEvent:
+    """One pod change in the cluster's watch history: the pod as it was right after
+    the change, and the state before it (for selector transitions, like the
+    apiserver's watch cache).  `match` / `prev_match`: (namespace, labels, fields)."""
+    __slots__ = ("seq", "rv", "type", "obj", "match", "prev_obj", "prev_match", "lines")
+
+    def __init__(self, seq, rv, etype, obj, match, prev_obj, prev_match):
+        self.seq, self.rv, self.type, self.obj, self.match = seq, rv, etype, obj, match
+        self.prev_obj, self.prev_match = prev_obj, prev_match
+        self.lines: Dict[str, bytes] = {}  # encoded event line per sent type (JSON, not Table)
+
+
 class FakeCluster:
     """Pods, containers and their logs.  One lock guards everything; `changed`
-    (a Condition on it) is notified on every mutation, for log follow."""
+    (a Condition on it) is notified on every mutation, for log follow and watches.
 
-    def __init__(self, clock: Callable[[], int] = time.time_ns):
+    Every pod change (anything bumping a pod's resourceVersion) is recorded as a
+    watch event; the last `watch_history` events are kept (a watch from an older
+    resourceVersion gets 410 Expired, like after etcd compaction).  Log appends
+    do not change the pod."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns, watch_history: int = 10_000):
         self.clock = clock
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._pods: Dict[Tuple[str, str], Pod] = {}
         self._namespaces: Dict[str, Tuple[str, int, int]] = {}  # name -> (uid, created, rv)
         self._rv = 1000
+        self.watch_history = watch_history  # may be changed later; applies from the next event
+        self._events: deque = deque()       # of _WatchEvent, oldest first
+        self._event_base = 0                # seq of _events[0]
+        self._evicted_rv = 0                # rv of the newest dropped event: the oldest RV still watchable
+        self._last_state: Dict[Tuple[str, str], Tuple[dict, tuple]] = {}  # pod -> (obj, match) of its last event
 
     # -- helpers (call with the lock held)
     def _bump(self) -> int:
@@ -311,8 +341,47 @@ class FakeCluster:
         self.changed.notify_all()
         return self._rv
 
-    def _touch(self, pod: Pod) -> None:
+    def _touch(self, pod: Pod, etype: str = "MODIFIED") -> None:
         pod.resource_version = self._bump()
+        self._record(etype, pod)
+
+    def _record(self, etype: str, pod: Pod) -> None:
+        """Append a watch event for `pod`'s current state (resourceVersion already bumped)."""
+        key = (pod.namespace, pod.name)
+        obj = pod.to_json()
+        match = (pod.namespace, dict(pod.labels), pod.fields())
+        if etype == "DELETED":
+            self._last_state.pop(key, None)
+            prev_obj, prev_match = obj, match
+        else:
+            prev_obj, prev_match = self._last_state.get(key, (None, None))
+            self._last_state[key] = (obj, match)
+        seq = self._event_base + len(self._events)
+        self._events.append(_WatchEvent(seq, pod.resource_version, etype, obj, match, prev_obj, prev_match))
+        self._trim_history(max(0, self.watch_history))
+
+    def _trim_history(self, keep: int) -> None:
+        while len(self._events) > keep:
+            self._evicted_rv = self._events.popleft().rv
+            self._event_base += 1
+
+    def compact_watch_history(self, keep: int = 0) -> None:
+        """Drop all but the newest `keep` watch events now (like etcd compaction):
+        watches from a resourceVersion older than what is left get 410 Expired."""
+        with self.lock:
+            self._trim_history(keep)
+
+    def _events_since(self, rv: int) -> int:
+        """seq of the first retained event with resourceVersion > rv (the end if none)."""
+        ev = self._events
+        lo, hi = 0, len(ev)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ev[mid].rv <= rv:
+                lo = mid + 1
+            else:
+                hi = mid
+        return self._event_base + lo
 
     def _container(self, namespace, pod, container) -> Container:
         return self.pod(namespace, pod).containers[container]
@@ -347,13 +416,13 @@ class FakeCluster:
                     elif pod.phase == "Pending":
                         c.state, c.reason, c.current.started = "waiting", "ContainerCreating", False
             self._pods[(namespace, name)] = pod
-            self._touch(pod)
+            self._touch(pod, "ADDED")
             return pod
 
     def delete_pod(self, namespace, name) -> None:
         with self.lock:
-            del self._pods[(namespace, name)]
-            self._bump()
+            pod = self._pods.pop((namespace, name))
+            self._touch(pod, "DELETED")  # the watch event carries the last state, new resourceVersion
 
     def pod(self, namespace, name) -> Pod:
         with self.lock:
@@ -679,6 +748,16 @@ class FaultPlan:
     def expire_continue(self, times=1) -> None:
         self._add("expire", times)
 
+    def cut_watch(self, after_events: int = 0, times=1) -> None:
+        """A pod watch drops its connection right after `after_events` event lines
+        (any type, bookmarks included): no terminating chunk.  If the watch ends
+        before that (timeout, server stop), it is dropped the same way."""
+        self._add("cut_watch", times, after_events=after_events)
+
+    def expire_watch(self, times=1) -> None:
+        """A pod watch gets a single 410 Expired ERROR event, whatever its resourceVersion."""
+        self._add("expire_watch", times)
+
     def revoke_token(self, token: str) -> None:
         self._server.tokens.pop(token, None)
 
@@ -779,21 +858,47 @@ _DISCOVERY_V1 = {
         {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
          "verbs": ["get", "list"], "shortNames": ["ns"]},
         {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
-         "verbs": ["get", "list"], "shortNames": ["po"], "categories": ["all"]},
+         "verbs": ["get", "list", "watch"], "shortNames": ["po"], "categories": ["all"]},
         {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     ],
 }
 
 
 
+_EMPTY_LISTS = {  # (group/version, resource) -> kind, for kubectl cluster-info dump
+    ("v1", "nodes"): "Node", ("v1", "events"): "Event", ("v1", "services"): "Service",
+    ("v1", "replicationcontrollers"): "ReplicationController", ("apps/v1", "daemonsets"): "DaemonSet",
+    ("apps/v1", "deployments"): "Deployment", ("apps/v1", "replicasets"): "ReplicaSet",
+}
+
+
+def _empty_list_kind(parts: List[str]) -> Optional[Tuple[str, str, str, str]]:
+    """(group/version, kind, resource, namespace) when `parts` lists one of _EMPTY_LISTS."""
+    if parts[:2] == ["api", "v1"]:
+        gv, rest = "v1", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        gv, rest = "/".join(parts[1:3]), parts[3:]
+    else:
+        return None
+    ns = ""
+    if len(rest) == 3 and rest[0] == "namespaces":
+        ns, rest = rest[1], rest[2:]
+    kind = _EMPTY_LISTS.get((gv, rest[0])) if len(rest) == 1 and not (ns and rest[0] == "nodes") else None
+    return (gv, kind, rest[0], ns) if kind else None
+
+
 class FakeAPIServer:
     """See the module docstring.  `tokens` maps bearer token -> user name (no tokens and
     require_auth False = no auth);
-    `authorize(user, verb, resource, subresource, namespace[, name=])` -> bool."""
+    `authorize(user, verb, resource, subresource, namespace[, name=])` -> bool.
+    Watches: `bookmark_interval` seconds between BOOKMARK events (allowWatchBookmarks);
+    `watch_liveness_interval` how often an idle watch checks that its client is still
+    connected (None: never); `active_watches` / `max_active_watches` count them."""
 
     def __init__(self, cluster: FakeCluster, *, ssl_context: Optional[ssl.SSLContext] = None,
                  host="127.0.0.1", port=0, ts_format="fixed", chunk_size=65536,
-                 tokens: Optional[Dict[str, str]] = None, authorize=None):
+                 tokens: Optional[Dict[str, str]] = None, authorize=None,
+                 bookmark_interval: float = 1.0):
         if ts_format not in ("fixed", "trimmed"):
             raise ValueError("ts_format must be 'fixed' or 'trimmed'")
         self.cluster = cluster
@@ -810,6 +915,10 @@ class FakeAPIServer:
         self.active_log_streams = 0
         self.connections_accepted = 0  # TCP connections (keep-alive reuse keeps this low)
         self.max_active_log_streams = 0
+        self.bookmark_interval = bookmark_interval
+        self.watch_liveness_interval: Optional[float] = 1.0
+        self.active_watches = 0
+        self.max_active_watches = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._conns: set = set()
@@ -831,7 +940,9 @@ class FakeAPIServer:
     def stop(self) -> None:
         self._stopping = True
         with self.cluster.changed:
-            self.cluster.changed.notify_all()  # wake followers
+            self.cluster.changed.notify_all()  # wake followers and watches
+        with self._idle:  # let watches write their terminating chunk before connections go
+            self._idle.wait_for(lambda: self.active_watches == 0, 2.0)
         if self._thread:
             self._httpd.shutdown()
             self._thread.join()
@@ -1001,6 +1112,13 @@ class FakeAPIServer:
             return self._send_json(h, rec, _DISCOVERY_V1)
         if parts[:2] == ["api", "v1"]:
             rest = parts[2:]
+            if rest[:1] == ["watch"]:  # deprecated /api/v1/watch/... form of ?watch=true
+                rest, q = rest[1:], dict(q, watch=["true"])
+            if _bool(q, "watch") and (rest == ["pods"] or (len(rest) == 3 and rest[0] == "namespaces"
+                                                           and rest[2] == "pods")):
+                ns = rest[1] if len(rest) == 3 else None
+                self._check(user, "watch", "pods", "", ns or "")
+                return self._watch(h, rec, q, ns)
             if rest == ["pods"]:
                 self._check(user, "list", "pods", "", "")
                 return self._list(h, rec, q, "pods", None)
@@ -1021,6 +1139,12 @@ class FakeAPIServer:
                 if len(rest) == 5 and rest[4] == "log":
                     self._check(user, "get", "pods", "log", ns, rest[3])
                     return self._pod_log(h, rec, q, ns, rest[3])
+        empty = _empty_list_kind(parts)
+        if empty:  # what `kubectl cluster-info dump` lists besides pods: always none here
+            group, kind, resource, ns = empty
+            self._check(user, "list", resource, "", ns)
+            return self._send_json(h, rec, {"kind": kind + "List", "apiVersion": group,
+                                            "metadata": {"resourceVersion": str(self.cluster._rv)}, "items": []})
         raise _APIError(404, "NotFound", "the server could not find the requested resource", {})
 
     # -- get / list
@@ -1081,6 +1205,163 @@ class FakeAPIServer:
             return self._send_json(h, rec, _table(resource, items, meta, q, self.cluster.clock()))
         kind = "PodList" if resource == "pods" else "NamespaceList"
         self._send_json(h, rec, {"kind": kind, "apiVersion": "v1", "metadata": meta, "items": items})
+
+    # -- watch
+    def _watch(self, h, rec, q, ns) -> None:
+        with self._lock:
+            self.active_watches += 1
+            self.max_active_watches = max(self.max_active_watches, self.active_watches)
+        try:
+            self._watch_inner(h, rec, q, ns)
+        finally:
+            with self._idle:
+                self.active_watches -= 1
+                self._idle.notify_all()
+
+    def _watch_inner(self, h, rec, q, ns: Optional[str]) -> None:
+        """Pod watch: newline-delimited {"type","object"} events, one chunk each."""
+        labels = parse_label_selector(_one(q, "labelSelector") or "")
+        fields = parse_field_selector(_one(q, "fieldSelector") or "", _POD_FIELDS)
+        timeout = _int(q, "timeoutSeconds")
+        bookmarks = _bool(q, "allowWatchBookmarks")
+        send_initial = _bool(q, "sendInitialEvents")
+        rv_param = _one(q, "resourceVersion") or ""
+        rv = 0
+        if rv_param not in ("", "0"):
+            try:
+                rv = int(rv_param)
+            except ValueError:
+                raise _bad_request(f"invalid resource version: {rv_param!r}")
+        table = _wants_table(h)
+        expired = bool(self.faults._take("expire_watch"))
+        cuts = [a["after_events"] for a in self.faults._take("cut_watch")]
+        cut_at = min(cuts) if cuts else None
+        deadline = time.monotonic() + timeout if timeout and timeout > 0 else None
+        cl = self.cluster
+
+        def passes(match) -> bool:
+            pns, plabels, pfields = match
+            return (ns is None or pns == ns) and labels(plabels) and \
+                all((pfields.get(n) == v) == eq for n, eq, v in fields)
+
+        def line(etype: str, obj: dict) -> bytes:
+            if table and etype in ("ADDED", "MODIFIED", "DELETED"):
+                obj = _table("pods", [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, q, cl.clock())
+            return json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+        def event_line(ev: _WatchEvent) -> Optional[bytes]:
+            """The apiserver's cacheWatcher: selector transitions become ADDED / DELETED."""
+            cur = ev.type != "DELETED" and passes(ev.match)
+            old = ev.prev_match is not None and passes(ev.prev_match)
+            if cur:
+                etype, obj = ("MODIFIED" if old else "ADDED"), ev.obj
+            elif old:  # gone or no longer matching: the previous object, with the event's resourceVersion
+                etype, obj = "DELETED", ev.prev_obj
+                if obj["metadata"]["resourceVersion"] != str(ev.rv):
+                    obj = dict(obj, metadata=dict(obj["metadata"], resourceVersion=str(ev.rv)))
+            else:
+                return None
+            if table:
+                return line(etype, obj)
+            hit = ev.lines.get(etype)
+            if hit is None:
+                hit = ev.lines[etype] = line(etype, obj)
+            return hit
+
+        def bookmark(at_rv: int, annotations=None) -> bytes:
+            md: dict = {"resourceVersion": str(at_rv)}
+            if annotations:
+                md["annotations"] = annotations
+            return line("BOOKMARK", {"kind": "Pod", "apiVersion": "v1", "metadata": md})
+
+        error = None
+        with cl.lock:
+            if expired or (not send_initial and rv_param not in ("", "0") and rv < cl._evicted_rv):
+                oldest = cl._rv if expired else cl._evicted_rv
+                error = line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                       "message": f"too old resource version: {rv} ({oldest})",
+                                       "reason": "Expired", "code": 410})
+            elif send_initial or rv_param in ("", "0"):
+                initial = [p.to_json() for _, p in sorted(cl._pods.items())
+                           if passes((p.namespace, p.labels, p.fields()))]
+                next_seq, start_rv = cl._event_base + len(cl._events), cl._rv
+            else:
+                initial, next_seq, start_rv = [], cl._events_since(rv), rv
+
+        sent = 0  # event lines written
+
+        def write(lines: List[bytes]) -> None:
+            nonlocal sent
+            out: List[bytes] = []
+            for ln in lines:
+                if cut_at is not None and sent >= cut_at:
+                    break
+                out += [b"%x\r\n" % len(ln), ln, b"\r\n"]
+                rec.bytes_sent += len(ln)
+                sent += 1
+            if out:
+                h.wfile.write(b"".join(out))
+            if cut_at is not None and sent >= cut_at:
+                raise _ConnectionCut()
+
+        def end() -> None:
+            if cut_at is not None:  # the cut point was never reached: still no terminating chunk
+                raise _ConnectionCut()
+            h.wfile.write(b"0\r\n\r\n")
+
+        rec.status = 200
+        h.wfile.write((f"HTTP/1.1 200 OK\r\nDate: {h.date_time_string()}\r\nCache-Control: no-cache, private\r\n"
+                       "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        write([])  # cut_watch(after_events=0): right after the headers
+        if error is not None:
+            write([error])
+            return end()
+        write([line("ADDED", o) for o in initial])
+        if send_initial and bookmarks:  # WatchList: the end of the initial state
+            write([bookmark(start_rv, {"k8s.io/initial-events-end": "true"})])
+        now = time.monotonic()
+        next_bm = now + self.bookmark_interval if bookmarks else None
+        live = self.watch_liveness_interval
+        next_live = now + live if live is not None else None
+        while True:
+            evs: List[_WatchEvent] = []
+            bm_rv = None
+            with cl.changed:
+                while True:
+                    if self._stopping:
+                        return end()
+                    if next_seq < cl._event_base:  # fell behind the history: the apiserver closes slow watchers
+                        return end()
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        return end()
+                    evs = list(itertools.islice(cl._events, next_seq - cl._event_base, None))
+                    if evs:
+                        next_seq += len(evs)
+                        break
+                    if next_bm is not None and now >= next_bm:
+                        bm_rv = cl._rv  # every event up to here has been sent (or filtered out)
+                        next_bm = now + self.bookmark_interval
+                        break
+                    if next_live is not None and now >= next_live:
+                        if self._client_gone(h):
+                            h.close_connection = True
+                            return
+                        next_live = now + live
+                    waits = [t - now for t in (deadline, next_bm, next_live) if t is not None]
+                    cl.changed.wait(min(waits) if waits else None)
+            out = [ln for ln in map(event_line, evs) if ln is not None]  # encoded outside the lock
+            if bm_rv is not None:
+                out.append(bookmark(bm_rv))
+            write(out)
+
+    @staticmethod
+    def _client_gone(h) -> bool:
+        """Mid-watch the client sends nothing: a readable socket means it closed."""
+        try:
+            return bool(select.select([h.connection], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     # -- logs
     def _pod_log(self, h, rec, q, ns, name) -> None:
@@ -1150,7 +1431,8 @@ class FakeAPIServer:
                 data = _convert(bytes(data), variant)
         pieces: Iterator = iter([data])
         if follow and is_current:
-            pieces = itertools.chain(pieces, self._follow(ns, name, cname, inst, version, variant, since))
+            pieces = itertools.chain(pieces, self._follow(ns, name, cname, inst, version, variant, since,
+                                                          gone=lambda: self._client_gone(h)))
         if limit_bytes is not None:
             pieces = _limit(pieces, limit_bytes)
         target = lambda a: _matches_target(a, ns, name, cname)  # noqa: E731
@@ -1174,8 +1456,8 @@ class FakeAPIServer:
                "ImagePullBackOff": "trying and failing to pull image"}.get(c.reason, c.reason)
         raise _bad_request(f'container "{c.name}" in pod "{pod}" is waiting to start: {why}')
 
-    def _follow(self, ns, name, cname, inst: _Instance, version, variant, since) -> Iterator[bytes]:
-        """follow=true: new lines of this run until it ends, the pod goes, or the server stops."""
+    def _follow(self, ns, name, cname, inst: _Instance, version, variant, since, gone=lambda: False) -> Iterator[bytes]:
+        """follow=true: new lines of this run until it ends, the pod goes, the client leaves, or the server stops."""
         gen, offset = version
         cl = self.cluster
         while True:
@@ -1183,17 +1465,17 @@ class FakeAPIServer:
                 while True:
                     pod = cl._pods.get((ns, name))
                     c = pod.containers.get(cname) if pod else None
-                    if self._stopping or c is None or c.current is not inst:
+                    if self._stopping:
                         return
                     if inst.generation != gen:  # rotated: the kubelet reopens the new file
                         gen, offset = inst.generation, 0
-                    if inst.size > offset:
+                    if inst.size > offset:  # the kubelet drains the file even after the container ended
                         new, monotonic = inst.after(offset), inst.monotonic
                         offset = inst.size
                         break
-                    if c.state != "running":
+                    if c is None or c.current is not inst or c.state != "running" or gone():
                         return
-                    cl.changed.wait(0.5)
+                    cl.changed.wait(0.1)
             if since is not None:
                 new = bytes(_select(new, monotonic, since, None))
             yield _convert(new, variant)

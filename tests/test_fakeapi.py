@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 import yaml
@@ -623,3 +624,256 @@ def test_hook_exception_is_recorded(web, api, apiserver):
     status, body = api.json(log_path("ns", "web"))
     assert status == 500 and "ZeroDivisionError" in body["message"]
     assert isinstance(apiserver.errors.pop(), ZeroDivisionError)  # the fixture fails on leftovers
+
+
+# ---------------------------------------------------------------- watch
+
+AUTH = {"Authorization": "Bearer token-1"}
+
+
+def open_watch(api, path):
+    """-> (connection, response) of a watch request, headers read."""
+    conn = api.connect()
+    conn.request("GET", path, headers=AUTH)
+    resp = conn.getresponse()
+    conn.sock.settimeout(5)
+    return conn, resp
+
+
+def next_events(resp, n) -> list:
+    out = []
+    for _ in range(n):
+        line = resp.readline()
+        assert line.endswith(b"\n"), line
+        out.append(json.loads(line))
+    return out
+
+
+def summary(events) -> list:
+    return [(e["type"], e["object"]["metadata"].get("name"), int(e["object"]["metadata"]["resourceVersion"]))
+            for e in events]
+
+
+def wait_for(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_watch_initial_state_then_live_events(cluster, api, apiserver):
+    a = cluster.add_pod("ns", "a")
+    conn, resp = open_watch(api, "/api/v1/pods?watch=true")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    assert summary(next_events(resp, 1)) == [("ADDED", "a", a.resource_version)]
+    assert apiserver.active_watches == 1
+    b = cluster.add_pod("other", "b")
+    (ev,) = next_events(resp, 1)
+    assert ev["type"] == "ADDED" and ev["object"] == b.to_json()
+    cluster.append_log("other", "b", "app", ["not a pod change"])
+    cluster.restart_container("other", "b", "app")
+    (ev,) = next_events(resp, 1)
+    assert ev["type"] == "MODIFIED" and ev["object"]["status"]["containerStatuses"][0]["restartCount"] == 1
+    assert ev["object"]["metadata"]["resourceVersion"] == str(b.resource_version)
+    cluster.delete_pod("ns", "a")
+    (ev,) = next_events(resp, 1)
+    assert ev["type"] == "DELETED" and ev["object"]["metadata"]["name"] == "a"
+    assert ev["object"]["metadata"]["resourceVersion"] == str(cluster._rv)  # last state, new resourceVersion
+    conn.close()
+
+
+def test_watch_replay_from_resource_version(cluster, api):
+    cluster.add_pod("ns", "a")
+    rv = int(api.json("/api/v1/pods")[1]["metadata"]["resourceVersion"])
+    cluster.add_pod("ns", "b", init_containers=("init",))
+    cluster.set_phase("ns", "a", "Failed")
+    cluster.set_waiting("ns", "b", "app", "CrashLoopBackOff")
+    cluster.start_container("ns", "b", "app")
+    cluster.terminate_container("ns", "b", "app", exit_code=2, reason="Error")
+    cluster.append_log("ns", "b", "app", ["x"])
+    cluster.delete_pod("ns", "b")
+    cluster.add_pod("kube-system", "dns")
+    expected = [("ADDED", "b", rv + 1), ("MODIFIED", "a", rv + 2), ("MODIFIED", "b", rv + 3),
+                ("MODIFIED", "b", rv + 4), ("MODIFIED", "b", rv + 5), ("DELETED", "b", rv + 6),
+                ("ADDED", "dns", rv + 8)]  # rv + 7: the new namespace
+    conn, resp = open_watch(api, f"/api/v1/pods?watch=1&resourceVersion={rv}")
+    events = next_events(resp, 7)
+    assert summary(events) == expected
+    assert events[1]["object"]["status"]["phase"] == "Failed"
+    assert events[4]["object"]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
+    cluster.set_phase("ns", "a", "Running")  # then it goes on live
+    assert summary(next_events(resp, 1)) == [("MODIFIED", "a", rv + 9)]
+    conn.close()
+    # from an event's resourceVersion, namespaced, and the deprecated /watch/ path
+    conn, resp = open_watch(api, f"/api/v1/namespaces/ns/pods?watch=true&resourceVersion={rv + 5}")
+    assert summary(next_events(resp, 2)) == [("DELETED", "b", rv + 6), ("MODIFIED", "a", rv + 9)]
+    conn.close()
+    conn, resp = open_watch(api, f"/api/v1/watch/namespaces/kube-system/pods?resourceVersion={rv}")
+    assert summary(next_events(resp, 1)) == [("ADDED", "dns", rv + 8)]
+    conn.close()
+    # resourceVersion=0: the current state as ADDED events
+    conn, resp = open_watch(api, "/api/v1/pods?watch=true&resourceVersion=0")
+    assert summary(next_events(resp, 2)) == [("ADDED", "dns", rv + 8), ("ADDED", "a", rv + 9)]
+    conn.close()
+    assert api.json("/api/v1/pods?watch=true&resourceVersion=abc")[0] == 400
+
+
+def test_watch_selectors(cluster, api):
+    cluster.add_pod("ns", "web", labels={"app": "web"})
+    cluster.add_pod("ns", "db", labels={"app": "db"})
+    conn, resp = open_watch(api, "/api/v1/namespaces/ns/pods?watch=true&labelSelector=app%3Dweb"
+                                 "&fieldSelector=status.phase%3DRunning")
+    assert summary(next_events(resp, 1))[0][:2] == ("ADDED", "web")
+    cluster.set_phase("ns", "db", "Failed")        # other labels: not seen
+    cluster.add_pod("other", "web", labels={"app": "web"})  # other namespace: not seen
+    cluster.set_phase("ns", "web", "Failed")       # no longer matches: DELETED (old object, new RV)
+    (ev,) = next_events(resp, 1)
+    assert (ev["type"], ev["object"]["status"]["phase"]) == ("DELETED", "Running")
+    assert ev["object"]["metadata"]["resourceVersion"] == str(cluster._rv)
+    cluster.set_phase("ns", "web", "Running")      # matches again: ADDED
+    cluster.restart_container("ns", "web", "app")  # MODIFIED
+    assert [e["type"] for e in next_events(resp, 2)] == ["ADDED", "MODIFIED"]
+    conn.close()
+    status, body = api.json("/api/v1/pods?watch=true&fieldSelector=spec.bogus%3Dx")
+    assert status == 400 and body["message"] == "field label not supported: spec.bogus"
+
+
+def test_watch_bookmarks_timeout_and_stop(cluster, client_ssl_context):
+    cluster.add_pod("ns", "a")
+    with FakeAPIServer(cluster, bookmark_interval=0.1) as srv:
+        api = ApiClient(srv, client_ssl_context, token=None)
+        results = {}
+
+        def run(key, path):
+            t0 = time.monotonic()
+            status, _, body = api.request(path)  # the whole body: it must end cleanly
+            results[key] = (status, time.monotonic() - t0, [json.loads(ln) for ln in body.splitlines()])
+
+        threads = [threading.Thread(target=run, args=(k, p)) for k, p in (
+            ("bm", "/api/v1/pods?watch=true&allowWatchBookmarks=true&timeoutSeconds=1"),
+            ("plain", "/api/v1/pods?watch=true&timeoutSeconds=1"))]
+        for t in threads:
+            t.start()
+        wait_for(lambda: srv.active_watches == 2)
+        cluster.set_phase("ns", "a", "Succeeded")
+        for t in threads:
+            t.join(5)
+        for key in ("bm", "plain"):
+            status, elapsed, events = results[key]
+            assert status == 200 and 0.9 < elapsed < 2.5
+            assert [e["type"] for e in events if e["type"] != "BOOKMARK"] == ["ADDED", "MODIFIED"]
+        bookmarks = [e for e in results["bm"][2] if e["type"] == "BOOKMARK"]
+        assert not [e for e in results["plain"][2] if e["type"] == "BOOKMARK"]
+        assert len(bookmarks) >= 5
+        assert bookmarks[-1] == {"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {
+            "resourceVersion": str(cluster._rv)}}}
+        assert srv.max_active_watches == 2 and srv.active_watches == 0
+        # without timeoutSeconds the watch lasts until the server stops, then ends cleanly
+        conn, resp = open_watch(api, "/api/v1/pods?watch=true")
+        next_events(resp, 1)
+    assert resp.read() == b"" and srv.active_watches == 0
+    conn.close()
+
+
+def test_watch_expired(cluster, api, apiserver):
+    cluster.watch_history = 3
+    cluster.add_pod("ns", "a")
+    rv0 = cluster._rv
+    for phase in ("Pending", "Running", "Failed", "Running"):
+        cluster.set_phase("ns", "a", phase)
+    status, _, body = api.request(f"/api/v1/pods?watch=true&resourceVersion={rv0}")  # ends: readable whole
+    assert status == 200
+    assert [json.loads(ln) for ln in body.splitlines()] == [{"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f"too old resource version: {rv0} ({rv0 + 1})", "reason": "Expired", "code": 410}}]
+    conn, resp = open_watch(api, f"/api/v1/pods?watch=true&resourceVersion={rv0 + 1}")  # oldest kept
+    assert [e["type"] for e in next_events(resp, 3)] == ["MODIFIED"] * 3
+    conn.close()
+    cluster.compact_watch_history()
+    body = api.request(f"/api/v1/pods?watch=true&resourceVersion={rv0 + 1}")[2]
+    assert json.loads(body)["object"]["code"] == 410
+    apiserver.faults.expire_watch()
+    body = api.request(f"/api/v1/pods?watch=true&resourceVersion={cluster._rv}")[2]
+    assert json.loads(body)["object"]["reason"] == "Expired"
+    conn, resp = open_watch(api, f"/api/v1/pods?watch=true&resourceVersion={cluster._rv}")  # one-shot
+    cluster.set_phase("ns", "a", "Failed")
+    assert next_events(resp, 1)[0]["type"] == "MODIFIED"
+    conn.close()
+
+
+def test_cut_watch(cluster, api, apiserver):
+    for name in ("a", "b", "c"):
+        cluster.add_pod("ns", name)
+    apiserver.faults.cut_watch(after_events=2)
+    conn, resp = open_watch(api, "/api/v1/pods?watch=true")
+    with pytest.raises(http.client.IncompleteRead) as exc:
+        resp.read()
+    assert [json.loads(ln)["object"]["metadata"]["name"] for ln in exc.value.partial.splitlines()] == ["a", "b"]
+    conn.close()
+    apiserver.faults.cut_watch(after_events=1)
+    wire = raw_get(api, "/api/v1/pods?watch=true&labelSelector=x")  # nothing matches: cut once it ends
+    assert wire.endswith(b"\r\n\r\n") and b"Transfer-Encoding: chunked" in wire  # headers only, no 0-chunk
+    apiserver.faults.cut_watch(after_events=1)
+    head, _, rest = raw_get(api, "/api/v1/pods?watch=true&fieldSelector=metadata.name%3Dc").partition(b"\r\n\r\n")
+    size, _, chunk = rest.partition(b"\r\n")
+    assert chunk == rest.partition(b"\r\n")[2] and len(chunk) == int(size, 16) + 2 and chunk.endswith(b"\n\r\n")
+    assert json.loads(chunk)["object"]["metadata"]["name"] == "c"
+
+
+def raw_get_timed(api, path) -> bytes:
+    return raw_get(api, path)
+
+
+def test_watch_forbidden(cluster, api, apiserver):
+    apiserver.authorize = authorizer_from_rbac(yaml.safe_load_all(RBAC_YAML))  # get, list: no watch
+    assert api.json("/api/v1/pods")[0] == 200
+    status, body = api.json("/api/v1/pods?watch=true")
+    assert status == 403 and body["kind"] == "Status" and body["reason"] == "Forbidden"
+    assert body["message"] == (f'pods is forbidden: User "{SA_USER}" cannot watch resource "pods" '
+                               'in API group "" at the cluster scope')
+    apiserver.authorize = authorizer_from_rbac(yaml.safe_load_all(RBAC_YAML + """
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: watcher, namespace: apps}
+rules:
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: watcher, namespace: apps}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: watcher}
+subjects:
+- {kind: ServiceAccount, name: log-exporter-sa, namespace: logging}
+"""))
+    assert api.json("/api/v1/pods?watch=true")[0] == 403
+    status, body = api.json("/api/v1/namespaces/other/pods?watch=true")
+    assert status == 403 and 'in the namespace "other"' in body["message"]
+    assert api.request("/api/v1/namespaces/apps/pods?watch=true&timeoutSeconds=1&resourceVersion=1")[0] == 200
+    assert apiserver.active_watches == 0
+
+
+@needs_kubectl
+def test_kubectl_get_pods_watch(cluster, kubectl, apiserver, tmp_path):
+    cluster.add_pod("default", "web")
+    kubectl("get", "pods")  # warm the discovery cache in $HOME
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    proc = subprocess.Popen([KUBECTL, "get", "pods", "-A", "--watch", "--request-timeout=10s"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().split()[:2] == ["NAMESPACE", "NAME"]
+        assert proc.stdout.readline().split()[:4] == ["default", "web", "1/1", "Running"]
+        wait_for(lambda: apiserver.active_watches == 1)
+        cluster.add_pod("kube-system", "dns")
+        assert proc.stdout.readline().split()[:4] == ["kube-system", "dns", "1/1", "Running"]
+        cluster.restart_container("default", "web", "app")
+        assert proc.stdout.readline().split()[:5] == ["default", "web", "1/1", "Running", "1"]
+    finally:
+        proc.kill()
+        proc.communicate()
+    watch = [r for r in apiserver.requests if r.query.get("watch")]
+    assert watch and watch[0].path == "/api/v1/pods" and watch[0].status == 200
+    assert watch[0].query["resourceVersion"][0].isdigit()

@@ -1,0 +1,282 @@
+"""The benchmarks' Kubernetes API server: tests/fakeapi.py in a process of its own.
+
+Started by benchmarks/run.py, driven over stdin/stdout with one JSON object per
+line.  On start it makes a CA and a server certificate (trustme, else the
+openssl command), a bearer token file, a curl header file and a kubeconfig in
+--dir, and prints where they are.  Commands:
+
+    {"cmd": "large", "size": BYTES, "plain": true}   one pod, one container, one log of BYTES
+    {"cmd": "fanout", "pods": N, "containers": C, "log_bytes": B, "namespaces": K}
+    {"cmd": "stats"}    counters since start: plaintext bytes out/in, requests, connections, CPU
+    {"cmd": "reset"}    forget the per-request records (memory)
+    {"cmd": "quit"}
+
+Every setup replaces the whole cluster, so `kubectl cluster-info dump -A` sees
+only the workload's pods.  Logs are pre-rendered bytes in the kubelet's fixed
+timestamp form (``2026-11-29T10:00:00.123456789Z text``), about 200 bytes a
+line, timestamps strictly increasing; `FakeAPIServer` serves them as memoryview
+slices in ~1 MiB writes on keep-alive connections, one thread per connection.
+Bytes are counted below TLS and above TCP: what HTTP puts on the connection
+(headers and bodies), both ways.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import fakeapi  # noqa: E402
+from fakeapi import BASE_TIME_NS, NS, FakeAPIServer, FakeCluster  # noqa: E402
+
+TOKEN = "bench-token"
+USER = "system:serviceaccount:log-exporter:log-exporter-sa"
+
+# ---------------------------------------------------------------- counting bytes
+
+
+class _Counter:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.out = 0
+        self.inn = 0
+
+
+COUNT = _Counter()
+
+
+class CountingSSLSocket(ssl.SSLSocket):
+    """Counts the plaintext bytes HTTP writes and reads (headers and bodies)."""
+
+    # SSLSocket.sendall loops over self.send: counting there counts everything once.
+    def send(self, data, flags=0):
+        n = super().send(data, flags)
+        with COUNT.lock:
+            COUNT.out += n
+        return n
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        n = super().recv_into(buffer, nbytes, flags)
+        with COUNT.lock:
+            COUNT.inn += n
+        return n
+
+    def recv(self, buflen=1024, flags=0):
+        data = super().recv(buflen, flags)
+        with COUNT.lock:
+            COUNT.inn += len(data)
+        return data
+
+
+# ---------------------------------------------------------------- certificates
+
+
+def make_tls(d: Path) -> ssl.SSLContext:
+    """CA at d/ca.crt; a server context for 127.0.0.1/localhost signed by it."""
+    try:
+        import trustme
+    except ImportError:
+        trustme = None
+    if trustme is not None:
+        ca = trustme.CA()
+        (d / "ca.crt").write_bytes(ca.cert_pem.bytes())
+        ctx = fakeapi.server_ssl_context(ca, ("127.0.0.1", "localhost"))
+    else:
+        if not shutil.which("openssl"):
+            sys.exit("benchmarks/server.py: needs trustme (pip install -e '.[bench]') or the openssl command")
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=d)  # noqa: E731
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench-ca")
+        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+        run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(d / "server.crt", d / "server.key")
+        ctx.set_alpn_protocols(["http/1.1"])
+    ctx.sslsocket_class = CountingSSLSocket
+    return ctx
+
+
+# ---------------------------------------------------------------- log bodies
+
+_WORDS = ("request handled upstream cache miss retry backend user session token order item cart payment "
+          "checkout invoice shipment queue worker batch flush commit index query latency timeout ok").split()
+_PLACEHOLDER = b"@" * 19  # "2026-11-29T10:00:00": replaced per second of log time
+
+
+def _texts(n: int, rng: random.Random) -> list:
+    """n distinct log texts of 120..218 bytes (mean ~169: ~200-byte lines with the 31-byte timestamp)."""
+    levels = ("INFO", "INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")
+    out = []
+    for i in range(n):
+        head = "%s [worker-%d] GET /api/v1/items/%d status=%d bytes=%d dur=%.1fms trace=%032x msg=\"" % (
+            rng.choice(levels), rng.randrange(16), rng.randrange(10**6), rng.choice((200, 200, 200, 404, 500)),
+            rng.randrange(10**5), rng.random() * 100, rng.getrandbits(128))
+        target = rng.randint(120, 218)
+        words = []
+        while len(head) + len(" ".join(words)) < target - 1:
+            words.append(rng.choice(_WORDS))
+        out.append((head + " ".join(words))[:target - 1].encode() + b'"')
+    return out
+
+
+def _head(sec: int) -> bytes:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+
+
+def render_big(size: int, *, per_second: int = 1000, start_ns: int = BASE_TIME_NS, seed: int = 1) -> bytes:
+    """About `size` bytes (whole lines, never more) of ~200-byte lines, `per_second`
+    lines per second of log time with strictly increasing timestamps.  Built from
+    per-second templates and bytes.replace: ~1 s per GiB, no per-line Python."""
+    rng = random.Random(seed)
+    texts = _texts(4096, rng)
+    step = NS // per_second
+    templates = []
+    for _ in range(8):
+        templates.append(b"".join(b"%s.%09dZ %s\n" % (_PLACEHOLDER, i * step + rng.randrange(step),
+                                                        texts[rng.randrange(len(texts))])
+                                  for i in range(per_second)))
+    blocks, total, sec = [], 0, start_ns // NS
+    while total < size:
+        block = templates[sec % len(templates)].replace(_PLACEHOLDER, _head(sec))
+        if total + len(block) > size:
+            block = block[:block.rfind(b"\n", 0, size - total) + 1]
+            if not block:
+                break
+        blocks.append(block)
+        total += len(block)
+        sec += 1
+    return b"".join(blocks)
+
+
+def render_lines(nbytes: int, start_ns: int, mean_step_ns: int, rng: random.Random, texts: list) -> bytes:
+    """About `nbytes` of lines at random intervals averaging `mean_step_ns` (realistic: spread over minutes)."""
+    out, total, t, heads = [], 0, start_ns, {}
+    while total < nbytes:
+        t += rng.randrange(1, 2 * mean_step_ns)
+        sec = t // NS
+        head = heads.get(sec)
+        if head is None:
+            head = heads[sec] = _head(sec)
+        line = b"%s.%09dZ %s\n" % (head, t - sec * NS, texts[rng.randrange(len(texts))])
+        out.append(line)
+        total += len(line)
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def setup_large(server: FakeAPIServer, size: int, plain: bool) -> dict:
+    cluster = FakeCluster()
+    cluster.add_pod("bench", "big-0", containers=("app",))
+    body = render_big(size)
+    cluster.set_log_bytes("bench", "big-0", "app", body)
+    if plain:  # kubectl cluster-info dump asks without timestamps: convert once now, not while timed
+        inst = cluster.pod("bench", "big-0").containers["app"].current
+        inst.converted("plain", inst.body(), inst.version())
+    server.cluster = cluster
+    return {"pods": 1, "containers": 1, "bytes": len(body), "lines": body.count(b"\n"),
+            "files": {"bench/big-0/app.log": len(body)}}
+
+
+def setup_fanout(server: FakeAPIServer, pods: int, containers: int, log_bytes: int, namespaces: int,
+                 mean_step_ms: int = 500, seed: int = 2) -> dict:
+    rng = random.Random(seed)
+    texts = _texts(2048, rng)
+    cluster = FakeCluster()
+    names = ("app", "sidecar", "proxy", "init", "metrics", "agent")[:containers]
+    if containers > len(names):
+        names = tuple("c%d" % i for i in range(containers))
+    files, total = {}, 0
+    for i in range(pods):
+        ns = "team-%02d" % (i % namespaces)
+        pod = "web-%05d-%s" % (i, "%05x" % rng.getrandbits(20))
+        cluster.add_pod(ns, pod, containers=names, labels={"app": "web", "shard": str(i % 7)})
+        for c in names:
+            # each container started at some point in the last ~10 minutes of log time
+            start = BASE_TIME_NS + rng.randrange(600) * NS
+            body = render_lines(log_bytes, start, mean_step_ms * 1_000_000, rng, texts)
+            cluster.set_log_bytes(ns, pod, c, body)
+            files["%s/%s/%s.log" % (ns, pod, c)] = len(body)
+            total += len(body)
+    server.cluster = cluster
+    return {"pods": pods, "containers": pods * len(names), "bytes": total, "files": files}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", required=True, help="where to write ca.crt, token, header and kubeconfig")
+    p.add_argument("--chunk-size", type=int, default=65536)
+    args = p.parse_args()
+    d = Path(args.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    ctx = make_tls(d)
+    server = FakeAPIServer(FakeCluster(), ssl_context=ctx, tokens={TOKEN: USER}, chunk_size=args.chunk_size)
+    server.start()
+    (d / "token").write_text(TOKEN)
+    (d / "curl-header").write_text("Authorization: Bearer %s\n" % TOKEN)
+    (d / "kubeconfig").write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+        "clusters": [{"name": "bench", "cluster": {"server": server.url, "certificate-authority": str(d / "ca.crt")}}],
+        "users": [{"name": "bench", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
+    }, indent=1))
+    out = sys.stdout
+    out.write(json.dumps({"url": server.url, "ca": str(d / "ca.crt"), "token": str(d / "token"),
+                          "header": str(d / "curl-header"), "kubeconfig": str(d / "kubeconfig"),
+                          "pid": os.getpid()}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        cmd = req["cmd"]
+        if cmd == "quit":
+            break
+        if cmd == "large":
+            reply = setup_large(server, int(req["size"]), bool(req.get("plain", True)))
+        elif cmd == "fanout":
+            reply = setup_fanout(server, int(req["pods"]), int(req["containers"]), int(req["log_bytes"]),
+                                 int(req.get("namespaces", 10)), int(req.get("mean_step_ms", 500)))
+        elif cmd == "stats":
+            server.wait_idle(10)
+            with server._lock:
+                reqs = list(server.requests)
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            with COUNT.lock:
+                reply = {"bytes_out": COUNT.out, "bytes_in": COUNT.inn, "requests": len(reqs),
+                         "log_requests": sum(r.path.endswith("/log") for r in reqs),
+                         "not_ok": sum(r.status >= 400 for r in reqs),
+                         "connections": server.connections_accepted,
+                         "cpu": ru.ru_utime + ru.ru_stime,
+                         "errors": [repr(e) for e in server.errors[:5]]}
+        elif cmd == "reset":
+            server.wait_idle(10)
+            with server._lock:
+                server.requests.clear()
+            reply = {}
+        else:
+            reply = {"error": "unknown command %r" % cmd}
+        if req.get("cmd") in ("large", "fanout"):
+            reply = dict(reply, files=reply["files"] if req.get("files", True) else None)
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
