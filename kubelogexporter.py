@@ -147,6 +147,10 @@ class _Stopped(Exception):
     """The run was asked to stop (SIGTERM, SIGINT)."""
 
 
+class _CursorMissing(Exception):
+    """The instance that should hold the last exported line does not."""
+
+
 # ---------------------------------------------------------------------------
 # Timestamps
 # ---------------------------------------------------------------------------
@@ -736,6 +740,13 @@ class _State:
             record = self.files.get(relpath)
             return dict(record) if record else None
 
+    def register_file(self, relpath: str, size: int) -> None:
+        """Record a new file before its first byte, for files whose last line cannot be read back."""
+        with self._lock:
+            self.files[relpath] = {"size": size}
+            self._dirty = True
+        self.save()
+
     def commit(self, key: str, entry: Dict[str, Any], relpath: str, size: int) -> None:
         with self._lock:
             self.containers[key] = entry
@@ -1062,6 +1073,7 @@ class _ContainerExport:
         self.partial = False  # the body ended inside a line that is still being written
         self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
         self.expect_cursor = False
+        self.probe_on_miss = False  # look for a missing cursor line in the previous instance before calling it lost
         self.rotated: Optional[Tuple[int, Optional[int]]] = None  # (last line exported, first line still there)
 
     @property
@@ -1092,7 +1104,10 @@ class _ContainerExport:
             export_previous = c.restarts > self.restarts
         else:
             self.min_ns = self.options.since_ns
-            export_previous = self.options.use_state and c.has_previous
+            # Also when the listing shows no restart: one may happen before the request, and then the first
+            # instance is "previous" (a 400 answers quickly when there is none).
+            export_previous = self.options.use_state and (c.has_previous or c.state != "terminated")
+        self.probe_on_miss = self.cursor_in_previous is False
         try:
             self._open(saved)
         except (OSError, ValueError) as exc:
@@ -1105,7 +1120,16 @@ class _ContainerExport:
                 gone = self._export_instance(previous=True)
                 if gone is not None and saved is not None:
                     result.gap(c, "the previous instance's log is gone: %s" % gone, since=saved["ts"], until=None)
-            reason = self._export_instance(previous=False)
+            try:
+                reason = self._export_instance(previous=False)
+            except _CursorMissing:
+                # The current instance lacks the cursor's line: the container restarted after the listing,
+                # so its old instance is "previous" now, or the file rotated.  Finish the old one first.
+                self.probe_on_miss = False
+                self.cursor_in_previous = True
+                if self._export_instance(previous=True) is not None:
+                    self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
+                reason = self._export_instance(previous=False)
             if self.rotated is not None:
                 since, until = self.rotated
                 result.gap(c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
@@ -1144,11 +1168,15 @@ class _ContainerExport:
         # was pruned, or the state was lost or never written (--no-state, a run killed on its first export).
         # Continue after the file's own last line.
         if record is not None:
-            self.cursor, self.min_ns = _Cursor(parse_timestamp(record["ts"]), int(record["count"])), None
-        elif self.output.committed > 0:
-            if not self.options.timestamps:
+            if record.get("ts"):
+                self.cursor, self.min_ns = _Cursor(parse_timestamp(record["ts"]), int(record["count"])), None
+        elif not self.options.timestamps:
+            if self.output.committed > 0:
                 raise ValueError("it exists but the state file has no record of it, and without timestamps "
                                  "its last line cannot be found; move it away to export it anew")
+            # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
+            self.state.register_file(self.relpath, 0)
+        elif self.output.committed > 0:
             cursor, complete = _recover_cursor(path, compressed=self.options.compress)
             self.output.truncate(complete)
             if cursor is not None:
@@ -1207,7 +1235,8 @@ class _ContainerExport:
                 if follow:
                     self.sock = self.client.current_socket()
                     self.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
-                self._copy_body(response, follow=follow)
+                self._copy_body(response, follow=follow,
+                                finished=previous or (not follow and self.c.state == "terminated"))
                 if self.yield_requested:
                     self.client.drop_connection()
                     return None
@@ -1233,12 +1262,13 @@ class _ContainerExport:
                 self.client.drop_connection()
                 raise
 
-    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False) -> None:
+    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False, finished: bool = False) -> None:
+        """Write the body's complete lines after the cursor; ``finished``: the instance has exited, so a last
+        line without a newline is complete (the runtime wrote it at exit), not one still being written."""
         buffer = bytearray(FOLLOW_BLOCK_SIZE if follow else BLOCK_SIZE)
         view = memoryview(buffer)
         filled = 0
-        skipping = self.cursor is not None or self.min_ns is not None
-        seen_at_cursor = 0
+        skipping = [self.cursor is not None or self.min_ns is not None, 0]  # still skipping; lines seen at the cursor
         stop = self.client.stop_event
         self.partial = False
         while True:
@@ -1261,14 +1291,7 @@ class _ContainerExport:
             if end == 0:
                 filled = total
                 continue
-            start = 0
-            if skipping:
-                start, seen_at_cursor = self._skip(buffer, end, seen_at_cursor)
-                skipping = start == end
-                if self.expect_cursor and not skipping:
-                    self._check_rotation(seen_at_cursor, buffer, start)
-            if start < end:
-                self._write_lines(buffer, view, start, end)
+            self._take(buffer, view, end, skipping)
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
@@ -1279,14 +1302,33 @@ class _ContainerExport:
                     self._checkpoint()
         if self.yield_requested:
             return
+        if filled and finished and _TS_RE.match(buffer, 0):
+            if filled == len(buffer):
+                view.release()
+                buffer.append(0)
+                view = memoryview(buffer)
+            buffer[filled] = ord("\n")
+            self._take(buffer, view, filled + 1, skipping)
+            filled = 0
         if self.expect_cursor:
-            self._check_rotation(seen_at_cursor, None, 0)
+            self._check_rotation(skipping[1], None, 0)
         if filled:
             tail = bytes(view[:filled])
             if not _TS_RE.match(tail):
                 raise _KubeletError(tail.decode("utf-8", "replace").strip()[:500])
             self.partial = True
             _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
+
+    def _take(self, buffer: bytearray, view: memoryview, end: int, skipping: List[Any]) -> None:
+        """Handle the complete lines buffer[:end]: drop those already on disk, write the rest."""
+        start = 0
+        if skipping[0]:
+            start, skipping[1] = self._skip(buffer, end, skipping[1])
+            skipping[0] = start == end
+            if self.expect_cursor and not skipping[0]:
+                self._check_rotation(skipping[1], buffer, start)
+        if start < end:
+            self._write_lines(buffer, view, start, end)
 
     def _check_rotation(self, seen: int, buffer: Optional[bytearray], start: int) -> None:
         """The body asked from the cursor's second must hold the cursor's own lines, unless the file rotated since.
@@ -1295,6 +1337,8 @@ class _ContainerExport:
         """
         self.expect_cursor = False
         if seen < self.cursor.count:
+            if self.probe_on_miss and self.instance == self.c.restarts:
+                raise _CursorMissing()
             match = _TS_RE.match(buffer, start) if buffer is not None else None
             self.rotated = (self.cursor.ns, _match_ns(match) if match else None)
             self.held = False
@@ -1828,6 +1872,11 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
         try:
             if store is not None:
                 store.save(prune_before=time.time() - STATE_FORGET_AFTER)
+        except OSError as exc:
+            reason = "cannot save the state file %s: %s; the next run exports this run's lines again" % (
+                store.path, exc.strerror)
+            _log.error("%s", reason)
+            result.failed.append({"container": "", "status": 0, "reason": reason})
         finally:
             client.close()
             if lock_fd is not None:
@@ -1944,7 +1993,8 @@ class _StderrHandler(logging.Handler):
         self.stream = stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream.write("kubelogexporter: %s\n" % record.getMessage())
+        level = "%s: " % record.levelname.lower() if record.levelno >= logging.WARNING else ""
+        self.stream.write("kubelogexporter: %s%s\n" % (level, record.getMessage()))
         self.stream.flush()
 
 

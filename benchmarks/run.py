@@ -60,6 +60,8 @@ class Run:
     connections: int = 0
     check: str = ""         # "" = every file complete, else what is wrong
     error: str = ""
+    other_cpu: float = 0.0  # CPU seconds other processes used meanwhile (noise)
+    attempts: int = 1       # runs disturbed by other processes are repeated (see --max-attempts)
 
 
 def _gnu_time() -> Optional[str]:
@@ -142,6 +144,25 @@ def measure(argv: List[str], *, env: Dict[str, str], stdout_path: Optional[Path]
 
 
 MEASURE = "gnu-time" if _gnu_time() else "vmhwm-poll"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores; idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
+
+
+def wait_quiet(limit: float = 60.0, cores: float = 0.25) -> float:
+    """Wait (at most `limit` s) until the machine is nearly idle: other processes here
+    (a test suite, a build) would be timed with the tool.  Returns the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        b0 = busy_seconds()
+        time.sleep(0.3)
+        if (busy_seconds() - b0) / 0.3 < cores or time.monotonic() - t0 > limit:
+            return time.monotonic() - t0
 
 # ---------------------------------------------------------------- the server
 
@@ -305,6 +326,9 @@ class Ctx:
     kubectl: Optional[str]
     kcache: Path
     timeout: float
+    max_attempts: int = 4
+    noise: float = 0.15
+    quiet_wait: float = 60.0   # seconds to wait at most for an idle machine before each run
     runs: List[Run] = field(default_factory=list)
     expected: Dict[str, int] = field(default_factory=dict)
     verbose: bool = True
@@ -338,28 +362,59 @@ def clean(path: Path) -> None:
 
 
 def run_one(ctx: Ctx, tool: Tool, workload: str, case: str, rep: int, out: Path, phase: str = "") -> Run:
+    """One timed run; repeated (from a clean output, unless a rerun) while other processes disturbed it."""
+    snapshot = None
+    if phase == "rerun":  # a retry must find the first run's output again
+        snapshot = ctx.work / "snapshot"
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(out, snapshot, symlinks=True)
+    for attempt in range(1, ctx.max_attempts + 1):
+        if attempt > 1:
+            clean(out)
+            if snapshot:
+                shutil.copytree(snapshot, out, symlinks=True)
+                os.sync()
+        r = _run_once(ctx, tool, workload, case, rep, out, phase)
+        r.attempts = attempt
+        if r.other_cpu <= max(0.05, ctx.noise * r.wall) or r.error or attempt == ctx.max_attempts:
+            break
+        if ctx.verbose:
+            print("  %-14s %-6s rep %d  disturbed (%.2f CPU s by other processes in %.2f s): again" % (
+                tool.key, phase, rep, r.other_cpu, r.wall), flush=True)
+    if snapshot:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    ctx.runs.append(r)
+    if ctx.verbose:
+        flag = "  FAILED: " + r.error if r.error else ("  WRONG OUTPUT: " + r.check if r.check else "")
+        print("  %-14s %-6s rep %d  %8.3f s  %7.1f MiB  cpu %6.2f s  server %5.2f s  other %5.2f s  %s%s" % (
+            tool.key, phase, rep, r.wall, r.rss_kib / 1024, r.cpu, r.server_cpu, r.other_cpu, _bytes(r.bytes_out),
+            flag), flush=True)
+    return r
+
+
+def _run_once(ctx: Ctx, tool: Tool, workload: str, case: str, rep: int, out: Path, phase: str) -> Run:
     argv, stdout_path = tool.build(ctx, out, workload)
     out.mkdir(parents=True, exist_ok=True)
     ctx.server.call(cmd="reset")
+    if ctx.quiet_wait:
+        wait_quiet(ctx.quiet_wait)
     before, cpu0 = ctx.server.call(cmd="stats"), ctx.server.cpu()
+    busy0 = busy_seconds()
     m = measure(argv, env=ctx.env(out), stdout_path=stdout_path, tmp=ctx.work, timeout=ctx.timeout)
+    busy1 = busy_seconds()
     after, cpu1 = ctx.server.call(cmd="stats"), ctx.server.cpu()
     r = Run(workload, case, tool.key, rep, phase, m["rc"], round(m["wall"], 4), m["rss_kib"], round(m.get("cpu", 0.0), 3),
             round(cpu1 - cpu0, 3), after["bytes_out"] - before["bytes_out"], after["bytes_in"] - before["bytes_in"],
             after["requests"], after["connections"] - before["connections"])
+    r.other_cpu = round(max(0.0, (busy1 - busy0) - r.cpu - r.server_cpu), 3)
     if m["rc"] != 0:
         r.error = "exit %d: %s" % (m["rc"], m["stderr"].strip()[-400:])
     elif after["not_ok"]:
-        r.error = "%d requests answered >= 400" % after["not_ok"]
+        r.error = "%d requests answered >= 400: %s" % (after["not_ok"], "; ".join(after.get("bad", [])))
     elif after["errors"]:
         r.error = "server: %s" % after["errors"][0]
     else:
         r.check = check_output(tool, out, ctx.expected)
-    ctx.runs.append(r)
-    if ctx.verbose:
-        flag = "  FAILED: " + r.error if r.error else ("  WRONG OUTPUT: " + r.check if r.check else "")
-        print("  %-14s %-6s rep %d  %8.3f s  %7.1f MiB  cpu %6.2f s  server %5.2f s  %s%s" % (
-            tool.key, phase, rep, r.wall, r.rss_kib / 1024, r.cpu, r.server_cpu, _bytes(r.bytes_out), flag), flush=True)
     return r
 
 
@@ -717,6 +772,10 @@ def main(argv=None) -> int:
                    help="keep the runs in this results file except those of the tools and workloads run now")
     p.add_argument("--workdir", default=None, help="where tools write (default: a new temp dir, removed afterwards)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
+    p.add_argument("--max-attempts", type=int, default=None,
+                   help="repeat a run while other processes used more than --noise cores meanwhile (default 4; --quick 1)")
+    p.add_argument("--noise", type=float, default=0.15,
+                   help="other processes' CPU, in cores over the run, that makes a run disturbed (default 0.15)")
     args = p.parse_args(argv)
 
     quick = args.quick
@@ -754,7 +813,9 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     server = Server(work)
-    ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout)
+    ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout,
+              max_attempts=args.max_attempts or (1 if quick else 4), noise=args.noise,
+              quiet_wait=0.0 if quick else 60.0)
     meta = machine_meta(args, work)
     meta.update(command="python3 benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                        " " + " ".join(argv if argv is not None else sys.argv[1:])),

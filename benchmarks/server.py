@@ -261,6 +261,8 @@ def main() -> None:
                 reply = {"bytes_out": COUNT.out, "bytes_in": COUNT.inn, "requests": len(reqs),
                          "log_requests": sum(r.path.endswith("/log") for r in reqs),
                          "not_ok": sum(r.status >= 400 for r in reqs),
+                         "bad": ["%s %s %s -> %d" % (r.method, r.path, r.query, r.status)
+                                 for r in reqs if r.status >= 400][:3],
                          "connections": server.connections_accepted,
                          "cpu": ru.ru_utime + ru.ru_stime,
                          "errors": [repr(e) for e in server.errors[:5]]}

@@ -124,7 +124,7 @@ def test_an_invalid_token_exits_3(shop, args, apiserver, capsys):
 def test_a_failed_container_exits_1(shop, args, apiserver, capsys):
     apiserver.faults.log_error_tail("shop", "web", "app", "unable to retrieve container logs")
     assert main(args) == 1
-    assert "shop/web/app: the kubelet reported: unable to retrieve container logs" in capsys.readouterr().err
+    assert "kubelogexporter: error: shop/web/app: the kubelet reported: unable to retrieve container logs" in capsys.readouterr().err
 
 
 def test_shard_index_comes_from_the_indexed_job(shop, args, monkeypatch, capsys):

@@ -101,3 +101,10 @@ def test_bad_options_fail_before_anything_is_written(account, tmp_path, options,
     with pytest.raises(ConfigError, match=message):
         export_logs(output, environ={}, account_dir=account, **options)
     assert not output.exists()
+
+
+def test_a_token_with_control_characters_is_refused_without_showing_it(account):
+    (account / "token").write_text("s3cr3t\x01token")
+    with pytest.raises(ConfigError) as error:
+        KubeClient.from_service_account(environ={}, account_dir=account)
+    assert "s3cr3t" not in str(error.value) and "characters a bearer token cannot have" in str(error.value)

@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -173,8 +174,10 @@ def test_reruns_write_every_line_once_with_shared_seconds_and_equal_timestamps(
         assert [line.split(" ", 1)[1] for line in lines] == [
             "line %d %s" % (i, "x" * (i % 7)) for n in range(9, 13) for i in range(n)]
         assert [kubelogexporter.parse_timestamp(line.split(" ", 1)[0]) for line in lines] == expected
-        since = [r.query.get("sinceTime") for r in server.requests if r.path.endswith("/log")]
-        assert since[0] is None and all(s and s[0].endswith(":00Z") or s[0][-3:-1].isdigit() for s in since[1:])
+        since = [r.query.get("sinceTime", [None])[0] for r in server.requests
+                 if r.path.endswith("/log") and "previous" not in r.query]
+        assert since[0] is None  # the first run starts at the beginning; the others at a whole second
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", s) for s in since[1:]), since
 
 
 def test_a_quiet_rerun_writes_nothing(cluster, apiserver, export):
@@ -507,7 +510,7 @@ def test_a_full_disk_fails_the_run_then_a_clean_rerun_completes_it(cluster, apis
     proc = cli(args, preexec_fn=limit_file_size)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
-    assert "shop/big/app: cannot write shop/big/app.log: File too large" in err
+    assert "error: shop/big/app: cannot write shop/big/app.log: File too large" in err
     big = output / "shop" / "big" / "app.log"
     assert not big.exists() or big.stat().st_size == 0  # nothing half-written is left behind
     assert (output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
@@ -584,3 +587,143 @@ def test_gaps_reach_the_summary_and_json(cluster, apiserver, service_account, tm
     assert json.loads(out)["gaps"][0]["container"] == "shop/web/app"
     assert "warning: shop/web/app: the log rotated before its lines after 2026-11-29T10:00:00.000000000Z" in err
     assert err.rstrip().endswith("1 with gaps")
+
+
+# -- races and edges found in review --------------------------------------------
+
+
+def texts(path):
+    return [line.split(" ", 1)[1] for line in path.read_text().splitlines()]
+
+
+def restart_with(cluster, *lines):
+    def restart(*_):  # the container restarts after the listing said it had not
+        cluster.restart_container("shop", "web", "app")
+        cluster.append_log("shop", "web", "app", list(lines))
+    return restart
+
+
+def test_a_restart_after_the_listing_loses_no_line_of_the_old_instance(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["old 0", "old 1"])
+    assert export().ok
+    cluster.append_log("shop", "web", "app", ["old after run"])
+    apiserver.faults.before_log(restart_with(cluster, "new 0", "new 1"), pod="web")
+    result = export()
+    assert result.ok and result.gaps == []
+    assert export().ok and export().gaps == []
+    assert texts(export.output / "shop" / "web" / "app.log") == ["old 0", "old 1", "old after run", "new 0", "new 1"]
+
+
+def test_a_restart_after_the_listing_of_a_first_export_keeps_the_first_instance(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["first 0", "first 1"])
+    apiserver.faults.before_log(restart_with(cluster, "second 0"), pod="web")
+    assert export().ok and export().ok
+    assert texts(export.output / "shop" / "web" / "app.log") == ["first 0", "first 1", "second 0"]
+
+
+@pytest.mark.parametrize("finish", ["restart", "terminate"])
+def test_the_last_line_of_an_ended_instance_counts_without_its_newline(cluster, apiserver, export, finish):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    # The runtime writes output left without a newline at exit as a partial entry: served without one.
+    cluster.pod("shop", "web").containers["app"].current.add(b"2026-11-29T10:00:05.000000000Z bye")
+    if finish == "restart":
+        export()
+        cluster.restart_container("shop", "web", "app")
+        cluster.append_log("shop", "web", "app", ["again"], at=1795946410 * NS)
+    else:
+        cluster.terminate_container("shop", "web", "app")
+    for _ in range(3):
+        assert export().ok
+    expected = ["hello", "bye"] + (["again"] if finish == "restart" else [])
+    assert texts(export.output / "shop" / "web" / "app.log") == expected
+    if finish == "terminate":
+        assert export().unchanged == 1  # final: not asked again
+
+
+@pytest.mark.parametrize("options", [{"gzip": True}, {"timestamps": False}, {}])
+def test_a_pod_recreated_after_the_listing_is_not_written_twice(cluster, apiserver, export, options):
+    cluster.add_pod("shop", "db-0")
+    cluster.append_log("shop", "db-0", "app", ["old pod"])
+    assert export(**options).ok
+
+    def recreate(*_):  # a StatefulSet replaces db-0 while the run is busy elsewhere
+        cluster.delete_pod("shop", "db-0")
+        cluster.add_pod("shop", "db-0")
+        cluster.append_log("shop", "db-0", "app", ["new pod %d" % i for i in range(3)], at=1795946500 * NS)
+
+    apiserver.faults.before_log(recreate, pod="db-0")
+    export(**options)
+    export(**options)
+    path = export.output / "shop" / "db-0" / ("app.log.gz" if options.get("gzip") else "app.log")
+    data = gzip.decompress(path.read_bytes()) if options.get("gzip") else path.read_bytes()
+    assert data.count(b"old pod") == 1 and data.count(b"new pod 0") == 1, data
+
+
+def test_a_pruned_container_record_continues_from_its_file(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web", labels={"app": "web"})
+    cluster.append_log("shop", "web", "app", ["line %d" % i for i in range(5)])
+    assert export(gzip=True).ok
+    state_path = export.output / kubelogexporter.STATE_FILENAME
+    state = json.loads(state_path.read_text())
+    for entry in state["containers"].values():
+        entry["seen"] -= kubelogexporter.STATE_FORGET_AFTER + 10  # unseen for longer than the state keeps it
+    state_path.write_text(json.dumps(state))
+    assert export(gzip=True, selector="app=other").ok
+    assert json.loads(state_path.read_text())["containers"] == {}
+    cluster.append_log("shop", "web", "app", ["new"])
+    assert export(gzip=True).ok
+    assert gzip.decompress((export.output / "shop" / "web" / "app.log.gz").read_bytes()) == served(
+        api, "shop", "web", "app")
+
+
+@pytest.mark.parametrize("flag", ["--gzip", "--no-timestamps"])
+def test_a_first_export_killed_midway_is_completed_by_the_next_run(
+        cluster, apiserver, api, service_account, tmp_path, flag):
+    cluster.add_pod("shop", "web")
+    body = big_log(cluster, "web", 8)
+    release = threading.Event()
+    apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=len(body) // 2)
+    args = cli_args(apiserver, service_account, tmp_path / "logs") + [flag]
+    proc = cli(args)
+    wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= len(body) // 2 for r in apiserver.requests))
+    time.sleep(0.2)  # let the exporter write what it has received
+    proc.kill()
+    proc.wait()
+    release.set()
+    assert cli(args).wait() == 0
+    path = tmp_path / "logs" / "shop" / "web" / ("app.log.gz" if flag == "--gzip" else "app.log")
+    if flag == "--gzip":
+        assert gzip.decompress(path.read_bytes()) == body
+    else:
+        assert path.read_bytes() == b"".join(line.split(b" ", 1)[1] + b"\n" for line in body.splitlines())
+
+
+def test_a_state_file_that_cannot_be_saved_fails_the_run_in_one_line(cluster, apiserver, service_account, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / (kubelogexporter.STATE_FILENAME + ".tmp")).mkdir()  # stands in for ENOSPC or EROFS
+    proc = cli(cli_args(apiserver, service_account, tmp_path / "logs"))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "error: cannot save the state file" in err
+
+
+def test_sigterm_is_acted_on_while_the_queue_is_full(cluster, apiserver, service_account, tmp_path):
+    for i in range(10):
+        cluster.add_pod("shop", "p%d" % i)
+        cluster.append_log("shop", "p%d" % i, "app", ["x" * 100] * 100)
+    release = threading.Event()
+    apiserver.faults.mid_log(lambda *a: release.wait(30), at_byte=10, pod="p0")  # a quiet stream
+    proc = cli(cli_args(apiserver, service_account, tmp_path / "logs"))
+    try:
+        wait_for(lambda: any(r.path.endswith("/pods/p0/log") and r.bytes_sent >= 10 for r in apiserver.requests))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 1
+    finally:
+        release.set()
+        proc.kill()
+        proc.wait()

@@ -741,6 +741,14 @@ def exported(out):
     return files
 
 
+def refused_or_failed(requests):
+    """Requests that did not succeed, except the exporter's probes for a
+    previous instance (`previous=true`, 400 when the container has none)."""
+    return [(r.path, r.query, r.status) for r in requests
+            if r.status != 200 and not (r.status == 400 and r.path.endswith("/log")
+                                        and r.query.get("previous") == ["true"])]
+
+
 def sa_user(docs):
     sa = one(docs, "ServiceAccount", SA_NAME)
     return "system:serviceaccount:%s:%s" % (sa["metadata"]["namespace"], SA_NAME)
@@ -762,8 +770,7 @@ def test_e2e_service_account_exports_every_namespace(rendered, variant, e2e):
     assert set(files) == all_containers()
     assert files[("kube-system", "coredns-1", "coredns")].splitlines()[-1].endswith(
         "kube-system/coredns-1/coredns line 2")
-    statuses = {(r.path, r.status) for r in e2e.server.requests}
-    assert all(status == 200 for _, status in statuses), statuses
+    assert not refused_or_failed(e2e.server.requests)
 
 
 @needs_kubectl
@@ -960,12 +967,12 @@ def test_e2e_follow_streams_as_the_service_account(rendered, e2e, cluster, tmp_p
     assert content(log_path(out, key)).count(b"written while following") == 1
     watches = [r for r in e2e.server.requests if r.query.get("watch") == ["true"]]
     assert watches and all(r.status == 200 and r.path == "/api/v1/pods" for r in watches)
-    assert all(r.status == 200 for r in e2e.server.requests)
+    assert not refused_or_failed(e2e.server.requests)
 
 
 @needs_kubectl
-def test_e2e_follow_needs_its_watch_rule(rendered, e2e, capsys):
-    """The batch variants' rules alone: the watch is refused, the run fails."""
+def test_e2e_follow_needs_its_watch_rule(rendered, e2e, tmp_path, capsys):
+    """With the batch variants' rules alone the watch is refused and the run fails."""
     docs = copy.deepcopy(rendered["follow"])
     role = one(docs, "ClusterRole", "log-exporter-cr")
     for rule in role["rules"]:
@@ -973,8 +980,54 @@ def test_e2e_follow_needs_its_watch_rule(rendered, e2e, capsys):
     assert bound_rules(docs, SA_NAME, SA_NAMESPACE) == {("*",) + r for r in NEEDED}
     args = exporter_args(exporter_workload(docs))
     exporter = import_exporter()
-    with e2e.follow(docs, sa_user(docs), args, e2e_out := Path(str(e2e.server.url and "")) or None) \
-            if False else contextlib.nullcontext():
-        pass
-    out = Path(os.devnull).parent  # placeholder, replaced below
-    del out, e2e_out
+    with e2e.follow(docs, sa_user(docs), args, tmp_path / "refused") as outcome:
+        wait_for(outcome["stop"].is_set)  # the run stops itself
+    error = outcome.get("error")
+    assert isinstance(error, exporter.ApiError), outcome
+    assert error.status == 403
+    assert 'cannot watch resource "pods" in API group "" at the cluster scope' in error.message
+    # and from the command line, as the pod would run: exit 3 with the missing rule
+    capsys.readouterr()
+    code, _ = e2e.run(docs, sa_user(docs), args)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert '"watch pods" cluster-wide' in err
+
+
+@needs_kubectl
+def test_e2e_batch_and_follow_hand_over_exactly(rendered, e2e, cluster, tmp_path, capsys):
+    """CronJob, then follow, then CronJob again on one claim: every line once;
+    and while follow mode runs, the CronJob's run is refused by the lock."""
+    batch_docs, follow_docs = rendered["default"], rendered["follow"]
+    batch_args = exporter_args(one(batch_docs, "CronJob", CRONJOB))
+    follow_args = exporter_args(exporter_workload(follow_docs))
+    user = sa_user(follow_docs)
+    claim = tmp_path / "claim"
+    keys = sorted(all_containers())
+
+    def more(what):
+        for k in keys:
+            cluster.append_log(*k, ["%s %d" % (what, i) for i in range(3)])
+
+    assert e2e.run(batch_docs, user, batch_args, out=claim)[0] == 0
+    assert all_exact(cluster, claim)
+    more("between the runs")
+    with e2e.follow(follow_docs, user, follow_args, claim) as outcome:
+        wait_for(lambda: all_exact(cluster, claim))
+        more("while following")
+        wait_for(lambda: all_exact(cluster, claim))
+        # a batch run on the same folder now exits 2 and touches nothing (it
+        # fails before any request, so the RBAC in force does not matter)
+        before = {k: content(log_path(claim, k)) for k in keys}
+        capsys.readouterr()
+        assert e2e.run(follow_docs, user, batch_args, out=claim)[0] == 2
+        assert "another kubelogexporter run is writing to" in capsys.readouterr().err
+        assert {k: content(log_path(claim, k)) for k in keys} == before
+    assert "error" not in outcome, outcome.get("error")
+    more("after following")
+    assert e2e.run(batch_docs, user, batch_args, out=claim)[0] == 0
+    assert all_exact(cluster, claim)
+    for k in keys:
+        text = content(log_path(claim, k))
+        for what in ("line 0", "between the runs 2", "while following 0", "after following 2"):
+            assert text.count(b" %s\n" % what.encode()) == 1, (k, what)

@@ -147,6 +147,10 @@ class _Stopped(Exception):
     """The run was asked to stop (SIGTERM, SIGINT)."""
 
 
+class _CursorMissing(Exception):
+    """The instance that should hold the last exported line does not."""
+
+
 # ---------------------------------------------------------------------------
 # Timestamps
 # ---------------------------------------------------------------------------
@@ -245,6 +249,9 @@ class _TokenSource:
         value = _read_text(self._path, "token file", "run inside a pod with a service account, or pass --token-file")
         if not value:
             raise ConfigError("token file %s is empty: pass a file holding a bearer token" % self._path)
+        if not all(33 <= ord(ch) < 127 for ch in value):
+            # http.client would refuse the header and quote it, token included, in its error.
+            raise ConfigError("token file %s holds characters a bearer token cannot have: check its content" % self._path)
         with self._lock:
             self._value, self._read_at = value, time.monotonic()
         return value
@@ -276,6 +283,10 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _log_path(namespace: str, pod: str) -> str:
+    return "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
+
+
 def _log_query(container: Optional[str], *, timestamps: bool, previous: bool, since_time: Optional[int],
                tail_lines: Optional[int], limit_bytes: Optional[int], follow: bool) -> Dict[str, str]:
     query = {}
@@ -301,7 +312,7 @@ def pod_log_url(server: str, namespace: str, pod: str, container: Optional[str] 
                 previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
                 limit_bytes: Optional[int] = None, follow: bool = False) -> str:
     """The URL of a container's log, as the curl walkthrough fetches it (``since_time`` in ns since the epoch)."""
-    path = "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
+    path = _log_path(namespace, pod)
     query = _log_query(container, timestamps=timestamps, previous=previous, since_time=since_time,
                        tail_lines=tail_lines, limit_bytes=limit_bytes, follow=follow)
     return server.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
@@ -348,7 +359,7 @@ class KubeClient:
         self._timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self._stop = stop_event or threading.Event()
+        self.stop_event = stop_event or threading.Event()  # set: requests and sleeps end with _Stopped
         self._local = threading.local()
         self._connections: List[http.client.HTTPConnection] = []
         self._connections_lock = threading.Lock()
@@ -407,7 +418,8 @@ class KubeClient:
                 self._connections.append(conn)
         return conn
 
-    def _drop_connection(self) -> None:
+    def drop_connection(self) -> None:
+        """Close this thread's connection (after an error its state is unknown); the next request opens another."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -415,6 +427,9 @@ class KubeClient:
             with self._connections_lock:
                 with contextlib.suppress(ValueError):
                     self._connections.remove(conn)
+
+    def current_socket(self) -> socket.socket:
+        return self._local.conn.sock
 
     def close(self) -> None:
         with self._connections_lock:
@@ -430,7 +445,7 @@ class KubeClient:
                     conn.sock.shutdown(socket.SHUT_RDWR)
 
     def sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
+        if self.stop_event.wait(seconds):
             raise _Stopped()
 
     def backoff_delay(self, attempt: int) -> float:
@@ -454,7 +469,7 @@ class KubeClient:
         failures = throttles = 0
         refreshed = False
         while True:
-            if self._stop.is_set():
+            if self.stop_event.is_set():
                 raise _Stopped()
             conn = self._connection()
             reused = self._local.used
@@ -463,7 +478,7 @@ class KubeClient:
                 conn.request("GET", target, headers=self._headers(accept, refresh_token=refreshed))
                 response = conn.getresponse()
             except _NETWORK_ERRORS as exc:
-                self._drop_connection()
+                self.drop_connection()
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
                     self._local.used = False
                     continue  # the server closed an idle keep-alive connection: not a failure
@@ -481,7 +496,7 @@ class KubeClient:
                 return response
             body = response.read(1 << 16)
             if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
-                self._drop_connection()
+                self.drop_connection()
             message, reason = _status_message(body, response.getheader("Content-Type") or "")
             message = message or "HTTP %d %s" % (response.status, response.reason)
             if response.status == 401 and self._token is not None and not refreshed:
@@ -507,7 +522,7 @@ class KubeClient:
                 body = response.read()
                 return json.loads(body)
             except _NETWORK_ERRORS + (ValueError,) as exc:
-                self._drop_connection()
+                self.drop_connection()
                 if failures >= self.retries:
                     raise ApiError(0, "bad response from %s%s: %s" % (self.server, path, exc)) from None
                 self.sleep(self.backoff_delay(failures))
@@ -563,10 +578,7 @@ class KubeClient:
         if field_selector:
             query["fieldSelector"] = field_selector
         response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
-        try:
-            response.fp.raw._sock.settimeout(timeout_seconds + 30)  # quiet watches are normal
-        except AttributeError:
-            pass
+        self._local.conn.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
         try:
             while True:
                 line = response.readline()
@@ -582,14 +594,14 @@ class KubeClient:
                                    namespace=namespace or "")
                 yield kind, obj
         except BaseException:
-            self._drop_connection()
+            self.drop_connection()
             raise
 
     def open_log(self, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = True,
                  previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
                  limit_bytes: Optional[int] = None, follow: bool = False) -> Optional[http.client.HTTPResponse]:
         """Open a container's log; None when the API has none to give (204: the pod is not scheduled yet)."""
-        path = "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
+        path = _log_path(namespace, pod)
         query = _log_query(container, timestamps=timestamps, previous=previous, since_time=since_time,
                            tail_lines=tail_lines, limit_bytes=limit_bytes, follow=follow)
         response = self.request(path, query, accept="*/*", verb="get", resource="pods/log", namespace=namespace)
@@ -611,7 +623,7 @@ class KubeClient:
                     return
                 yield block
         except BaseException:
-            self._drop_connection()
+            self.drop_connection()
             raise
 
 
@@ -699,7 +711,7 @@ class _State:
     def __init__(self, path: Optional[Path]):
         self.path = path
         self.containers: Dict[str, Dict[str, Any]] = {}
-        self.files: Dict[str, int] = {}
+        self.files: Dict[str, Dict[str, Any]] = {}  # relpath -> size, and the cursor of its last line
         self._lock = threading.Lock()
         self._saved_at = time.monotonic()
         self._dirty = False
@@ -716,25 +728,35 @@ class _State:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise ConfigError("state file %s has an unknown format: move it away to export from scratch" % self.path)
         self.containers = dict(data.get("containers") or {})
-        self.files = {k: int(v) for k, v in (data.get("files") or {}).items()}
+        self.files = dict(data.get("files") or {})
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
             entry = self.containers.get(key)
             return dict(entry) if entry else None
 
-    def committed_size(self, relpath: str) -> Optional[int]:
+    def file_record(self, relpath: str) -> Optional[Dict[str, Any]]:
         with self._lock:
-            return self.files.get(relpath)
+            record = self.files.get(relpath)
+            return dict(record) if record else None
 
-    def commit(self, key: str, entry: Dict[str, Any], relpath: Optional[str], size: Optional[int]) -> None:
+    def register_file(self, relpath: str, size: int) -> None:
+        """Record a new file before its first byte, for files whose last line cannot be read back."""
+        with self._lock:
+            self.files[relpath] = {"size": size}
+            self._dirty = True
+        self.save()
+
+    def commit(self, key: str, entry: Dict[str, Any], relpath: str, size: int) -> None:
         with self._lock:
             self.containers[key] = entry
-            if relpath is not None and size is not None:
-                self.files[relpath] = size
+            self.files[relpath] = {"size": size, "ts": entry["ts"], "count": entry["count"]}
             self._dirty = True
         if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL:
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:  # the final save reports it; the files are fine either way
+                _log.warning("cannot save the state file %s: %s (will retry)", self.path, exc.strerror)
 
     def touch(self, key: str, now: float) -> None:
         with self._lock:
@@ -751,13 +773,17 @@ class _State:
                 for key in [k for k, v in self.containers.items() if v.get("seen", 0) < prune_before]:
                     del self.containers[key]
                     self._dirty = True
+                # A file's record outlives its containers: a pod of the same name continues after its last line.
+                for relpath in [p for p in self.files if not (self.path.parent / p).exists()]:
+                    del self.files[relpath]
+                    self._dirty = True
             if not self._dirty:
                 return
             text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
                               separators=(",", ":"), sort_keys=True)
-            self._dirty = False
             self._saved_at = time.monotonic()
             _atomic_write(self.path, text.encode())
+            self._dirty = False
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -808,6 +834,22 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
+class _FdWriter:
+    """The file object under a GzipFile: writes all it is given (GzipFile ignores short writes), or nothing once discarded."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.discarded = False
+
+    def write(self, data: bytes) -> int:
+        if not self.discarded:
+            _write_all(self.fd, memoryview(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class _OutputFile:
     """A log file appended to in place, or, without state, written aside and renamed over the old one."""
 
@@ -817,6 +859,7 @@ class _OutputFile:
         self.replace = replace
         self.bytes_written = 0  # uncompressed bytes, this run
         self._gzip: Optional[gziplib.GzipFile] = None
+        self._sink: Optional[_FdWriter] = None
         self._flushed_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         if replace:
@@ -826,18 +869,17 @@ class _OutputFile:
             self._target = path
             self._fd = os.open(path, flags, 0o600)
         os.fchmod(self._fd, 0o600)
-        size = os.fstat(self._fd).st_size
-        if committed is not None and size > committed:
-            os.ftruncate(self._fd, committed)  # bytes from a run that died before its checkpoint
-            size = committed
-        os.lseek(self._fd, size, os.SEEK_SET)
-        self.committed = size
-        self._raw = os.fdopen(self._fd, "wb", buffering=0, closefd=False)
+        self.committed = os.fstat(self._fd).st_size
+        if committed is not None:
+            self.truncate(committed)  # bytes from a run that died before its checkpoint
+        os.lseek(self._fd, self.committed, os.SEEK_SET)
 
     def write(self, data: memoryview) -> None:
         if self.compress:
             if self._gzip is None:  # each checkpoint closes a gzip member, so the file always decompresses whole
-                self._gzip = gziplib.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._raw, mtime=0)
+                self._sink = _FdWriter(self._fd)
+                self._gzip = gziplib.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
+                                              mtime=0)
             self._gzip.write(data)
         else:
             _write_all(self._fd, data)
@@ -867,13 +909,14 @@ class _OutputFile:
 
     def rollback(self) -> None:
         """Drop what was written since the last checkpoint (after a write error)."""
+        if self._sink is not None:
+            self._sink.discarded = True  # the abandoned member must not write when it is collected
         self._gzip = None
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self.committed)
             os.lseek(self._fd, self.committed, os.SEEK_SET)
 
     def close(self, *, keep: bool) -> None:
-        self._raw.close()
         os.close(self._fd)
         if self.replace:
             if keep:
@@ -883,34 +926,74 @@ class _OutputFile:
                     os.unlink(self._target)
 
 
-def _cursor_from_file(path: Path) -> Tuple[Optional[_Cursor], int]:
-    """(cursor, size of its complete lines) from the tail of a plain timestamped log file."""
+def _tail_cursor(buffer: bytes, start: int, end: int, last: int, previous: Optional[_Cursor]) -> _Cursor:
+    """The cursor after the complete lines buffer[start:end], whose last line starts at ``last``.
+
+    Counts back over the lines that carry the last line's exact timestamp; if
+    they fill the whole range, the count goes on from ``previous``.
+    """
+    match = _TS_RE.match(buffer, last)
+    stamp, ns = match.group(0), _match_ns(match)
+    count, pos = 1, last
+    while pos > start:
+        prior = max(buffer.rfind(b"\n", start, pos - 1) + 1, start)
+        if not buffer.startswith(stamp, prior):
+            return _Cursor(ns, count)
+        count, pos = count + 1, prior
+    if previous is not None and previous.ns == ns:
+        count += previous.count
+    return _Cursor(ns, count)
+
+
+def _last_line_start(buffer: bytes, start: int, end: int) -> int:
+    return max(buffer.rfind(b"\n", start, end - 1) + 1, start)
+
+
+def _recover_cursor(path: Path, *, compressed: bool) -> Tuple[Optional[_Cursor], int]:
+    """(cursor, size of the complete part) of a timestamped log file the state has no record of.
+
+    Streams the file in blocks (gzip members one by one), so memory stays flat;
+    what follows the last complete line (or gzip member) is a crashed run's.
+    """
+    cursor: Optional[_Cursor] = None
+    safe: Optional[_Cursor] = None  # the cursor where ``complete`` ends
+    complete = 0
+    carry = b""
     with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        window = 1 << 16
+        offset = 0
+        decompressor = zlib.decompressobj(31) if compressed else None
         while True:
-            start = max(0, size - window)
-            handle.seek(start)
-            tail = handle.read(size - start)
-            end = tail.rfind(b"\n") + 1  # what follows is a line cut by a crash
-            lines = tail[:end].split(b"\n")[:-1]
-            whole = start == 0
-            if not whole:
-                lines = lines[1:]  # the window may start inside a line
-            if lines:
-                match = _TS_RE.match(lines[-1])
-                if not match:
-                    raise ValueError("its last line has no timestamp; move it away to export it anew")
-                count = 0
-                for line in reversed(lines):
-                    if not line.startswith(match.group(0)):
-                        break
-                    count += 1
-                if count < len(lines) or whole:
-                    return _Cursor(_match_ns(match), count), start + end
-            elif whole:
-                return None, end
-            window *= 4
+            raw = handle.read(BLOCK_SIZE)
+            if not raw:
+                break
+            pending = [raw]
+            while pending:
+                chunk = pending.pop()
+                if decompressor is None:
+                    data, offset = chunk, offset + len(chunk)
+                else:
+                    try:
+                        data = decompressor.decompress(chunk)
+                    except zlib.error:
+                        return safe, complete  # a member cut by a crash
+                    offset += len(chunk) - len(decompressor.unused_data)
+                buffer = carry + data
+                end = buffer.rfind(b"\n") + 1
+                if end:
+                    last = _last_line_start(buffer, 0, end)
+                    if not _TS_RE.match(buffer, last):
+                        raise ValueError("its last line has no timestamp; move it away to export it anew")
+                    cursor = _tail_cursor(buffer, 0, end, last, cursor)
+                carry = buffer[end:]
+                if decompressor is None or decompressor.eof:  # a whole member: lines up to here are safe
+                    if not carry:
+                        complete, safe = offset, cursor
+                    if decompressor is not None:
+                        pending.append(decompressor.unused_data)
+                        decompressor = zlib.decompressobj(31)
+    if decompressor is None and carry:
+        complete = offset - len(carry)
+    return safe, complete
 
 
 # ---------------------------------------------------------------------------
@@ -990,8 +1073,8 @@ class _ContainerExport:
         self.partial = False  # the body ended inside a line that is still being written
         self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
         self.expect_cursor = False
+        self.probe_on_miss = False  # look for a missing cursor line in the previous instance before calling it lost
         self.rotated: Optional[Tuple[int, Optional[int]]] = None  # (last line exported, first line still there)
-        self.received = 0
 
     @property
     def relpath(self) -> str:
@@ -1021,7 +1104,10 @@ class _ContainerExport:
             export_previous = c.restarts > self.restarts
         else:
             self.min_ns = self.options.since_ns
-            export_previous = self.options.use_state and c.has_previous
+            # Also when the listing shows no restart: one may happen before the request, and then the first
+            # instance is "previous" (a 400 answers quickly when there is none).
+            export_previous = self.options.use_state and (c.has_previous or c.state != "terminated")
+        self.probe_on_miss = self.cursor_in_previous is False
         try:
             self._open(saved)
         except (OSError, ValueError) as exc:
@@ -1034,7 +1120,16 @@ class _ContainerExport:
                 gone = self._export_instance(previous=True)
                 if gone is not None and saved is not None:
                     result.gap(c, "the previous instance's log is gone: %s" % gone, since=saved["ts"], until=None)
-            reason = self._export_instance(previous=False)
+            try:
+                reason = self._export_instance(previous=False)
+            except _CursorMissing:
+                # The current instance lacks the cursor's line: the container restarted after the listing,
+                # so its old instance is "previous" now, or the file rotated.  Finish the old one first.
+                self.probe_on_miss = False
+                self.cursor_in_previous = True
+                if self._export_instance(previous=True) is not None:
+                    self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
+                reason = self._export_instance(previous=False)
             if self.rotated is not None:
                 since, until = self.rotated
                 result.gap(c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
@@ -1064,18 +1159,28 @@ class _ContainerExport:
         directory = _safe_dir(self.options.output_dir, self.c.namespace, self.c.pod)
         path = directory / self.relpath.rsplit("/", 1)[1]
         use_state = self.options.use_state
-        committed = self.state.committed_size(self.relpath) if use_state else None
-        self.output = _OutputFile(path, compress=self.options.compress, replace=not use_state, committed=committed)
-        if use_state and saved is None and self.output.committed > 0:
-            # A file without a record for this container: the state was lost, the file came from --no-state,
-            # or an earlier pod of the same name wrote it.  Continue after its last line.
-            if not self.options.compress and self.options.timestamps:
-                cursor, complete = _cursor_from_file(path)
-                self.output.truncate(complete)
-                if cursor is not None:
-                    self.cursor, self.min_ns = cursor, None
-            elif committed is None:
-                raise ValueError("it exists but the state file has no record of it; move it away to export it anew")
+        record = self.state.file_record(self.relpath) if use_state else None
+        self.output = _OutputFile(path, compress=self.options.compress, replace=not use_state,
+                                  committed=record["size"] if record else None)
+        if not use_state or saved is not None:
+            return
+        # No record for this container: a pod of the same name wrote the file before, the container's record
+        # was pruned, or the state was lost or never written (--no-state, a run killed on its first export).
+        # Continue after the file's own last line.
+        if record is not None:
+            if record.get("ts"):
+                self.cursor, self.min_ns = _Cursor(parse_timestamp(record["ts"]), int(record["count"])), None
+        elif not self.options.timestamps:
+            if self.output.committed > 0:
+                raise ValueError("it exists but the state file has no record of it, and without timestamps "
+                                 "its last line cannot be found; move it away to export it anew")
+            # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
+            self.state.register_file(self.relpath, 0)
+        elif self.output.committed > 0:
+            cursor, complete = _recover_cursor(path, compressed=self.options.compress)
+            self.output.truncate(complete)
+            if cursor is not None:
+                self.cursor, self.min_ns = cursor, None
 
     def _finish(self, c: _Container, result: "_Collector", ok: bool) -> None:
         output = self.output
@@ -1096,8 +1201,7 @@ class _ContainerExport:
         self.checkpointed_at = time.monotonic()
         if self.options.use_state and self.cursor is not None:
             entry = {"ts": _format_ts(self.cursor.ns), "count": self.cursor.count, "restarts": self.restarts,
-                     "held": self.held, "id": self.c.container_id, "final": final, "path": self.relpath,
-                     "seen": int(time.time())}
+                     "held": self.held, "id": self.c.container_id, "final": final, "seen": int(time.time())}
             self.state.commit(self.c.key, entry, self.relpath, size)
 
     def request_yield(self) -> None:
@@ -1129,11 +1233,12 @@ class _ContainerExport:
             written = self.output.bytes_written
             try:
                 if follow:
-                    self.sock = response.fp.raw._sock
+                    self.sock = self.client.current_socket()
                     self.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
-                self._copy_body(response, follow=follow)
+                self._copy_body(response, follow=follow,
+                                finished=previous or (not follow and self.c.state == "terminated"))
                 if self.yield_requested:
-                    self.client._drop_connection()
+                    self.client.drop_connection()
                     return None
                 if self.restarts != self.instance:  # read to the end without a new line
                     self.held = False
@@ -1141,8 +1246,8 @@ class _ContainerExport:
                 return None
             except (http.client.IncompleteRead, http.client.HTTPException, ssl.SSLError, socket.timeout,
                     ConnectionError) as exc:
-                self.client._drop_connection()
-                if self.client._stop.is_set():
+                self.client.drop_connection()
+                if self.client.stop_event.is_set():
                     raise _Stopped() from None
                 if self.yield_requested:
                     return None
@@ -1154,16 +1259,17 @@ class _ContainerExport:
                 self.client.sleep(self.client.backoff_delay(failures))
                 failures += 1
             except BaseException:
-                self.client._drop_connection()
+                self.client.drop_connection()
                 raise
 
-    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False) -> None:
+    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False, finished: bool = False) -> None:
+        """Write the body's complete lines after the cursor; ``finished``: the instance has exited, so a last
+        line without a newline is complete (the runtime wrote it at exit), not one still being written."""
         buffer = bytearray(FOLLOW_BLOCK_SIZE if follow else BLOCK_SIZE)
         view = memoryview(buffer)
         filled = 0
-        skipping = self.cursor is not None or self.min_ns is not None
-        seen_at_cursor = 0
-        stop = self.client._stop
+        skipping = [self.cursor is not None or self.min_ns is not None, 0]  # still skipping; lines seen at the cursor
+        stop = self.client.stop_event
         self.partial = False
         while True:
             if stop.is_set():
@@ -1180,20 +1286,12 @@ class _ContainerExport:
                 received = response.readinto(view[filled:])
             if not received:
                 break
-            self.received += received
             total = filled + received
             end = buffer.rfind(b"\n", 0, total) + 1
             if end == 0:
                 filled = total
                 continue
-            start = 0
-            if skipping:
-                start, seen_at_cursor = self._skip(buffer, end, seen_at_cursor)
-                skipping = start == end
-                if self.expect_cursor and not skipping:
-                    self._check_rotation(seen_at_cursor, buffer, start)
-            if start < end:
-                self._write_lines(buffer, view, start, end)
+            self._take(buffer, view, end, skipping)
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
@@ -1204,14 +1302,33 @@ class _ContainerExport:
                     self._checkpoint()
         if self.yield_requested:
             return
+        if filled and finished and _TS_RE.match(buffer, 0):
+            if filled == len(buffer):
+                view.release()
+                buffer.append(0)
+                view = memoryview(buffer)
+            buffer[filled] = ord("\n")
+            self._take(buffer, view, filled + 1, skipping)
+            filled = 0
         if self.expect_cursor:
-            self._check_rotation(seen_at_cursor, None, 0)
+            self._check_rotation(skipping[1], None, 0)
         if filled:
             tail = bytes(view[:filled])
             if not _TS_RE.match(tail):
                 raise _KubeletError(tail.decode("utf-8", "replace").strip()[:500])
             self.partial = True
             _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
+
+    def _take(self, buffer: bytearray, view: memoryview, end: int, skipping: List[Any]) -> None:
+        """Handle the complete lines buffer[:end]: drop those already on disk, write the rest."""
+        start = 0
+        if skipping[0]:
+            start, skipping[1] = self._skip(buffer, end, skipping[1])
+            skipping[0] = start == end
+            if self.expect_cursor and not skipping[0]:
+                self._check_rotation(skipping[1], buffer, start)
+        if start < end:
+            self._write_lines(buffer, view, start, end)
 
     def _check_rotation(self, seen: int, buffer: Optional[bytearray], start: int) -> None:
         """The body asked from the cursor's second must hold the cursor's own lines, unless the file rotated since.
@@ -1220,6 +1337,8 @@ class _ContainerExport:
         """
         self.expect_cursor = False
         if seen < self.cursor.count:
+            if self.probe_on_miss and self.instance == self.c.restarts:
+                raise _CursorMissing()
             match = _TS_RE.match(buffer, start) if buffer is not None else None
             self.rotated = (self.cursor.ns, _match_ns(match) if match else None)
             self.held = False
@@ -1243,31 +1362,18 @@ class _ContainerExport:
         return end, seen
 
     def _write_lines(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
-        last = buffer.rfind(b"\n", start, end - 1) + 1
-        last = max(last, start)
-        match = _TS_RE.match(buffer, last)
-        if not match or not _TS_RE.match(buffer, start):
+        last = _last_line_start(buffer, start, end)
+        if not _TS_RE.match(buffer, last) or not _TS_RE.match(buffer, start):
             end = self._first_bad_line(buffer, start, end)
             if end > start:
                 self._write_lines(buffer, view, start, end)
             raise _KubeletError(bytes(view[end:buffer.index(b"\n", end)]).decode("utf-8", "replace").strip()[:500])
-        stamp = match.group(0)
-        ns = _match_ns(match)
-        count, pos = 1, last
-        while pos > start:
-            prior = buffer.rfind(b"\n", start, pos - 1) + 1
-            prior = max(prior, start)
-            if not buffer.startswith(stamp, prior):
-                break
-            count, pos = count + 1, prior
-        else:
-            if self.cursor is not None and self.cursor.ns == ns:
-                count += self.cursor.count
+        cursor = _tail_cursor(buffer, start, end, last, self.cursor)
         data = view[start:end]
         if not self.options.timestamps:
             data = memoryview(_TS_PREFIX_RE.sub(b"", data))
         self.output.write(data)
-        self.cursor = _Cursor(ns, count)
+        self.cursor = cursor
         self.min_ns = None
         self.restarts, self.held = self.instance, True
 
@@ -1748,7 +1854,10 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
                     pending.add(pool.submit(_run_job, _ContainerExport(client, store, options, container), collector))
                     # A bounded queue keeps memory flat on a cluster of any size.
                     while len(pending) >= concurrency * 4:
-                        _done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        if stop_event.is_set():
+                            client.abort()
+                            raise _Stopped()
             except _Stopped:
                 result.interrupted = True
             except BaseException:
@@ -1763,6 +1872,11 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
         try:
             if store is not None:
                 store.save(prune_before=time.time() - STATE_FORGET_AFTER)
+        except OSError as exc:
+            reason = "cannot save the state file %s: %s; the next run exports this run's lines again" % (
+                store.path, exc.strerror)
+            _log.error("%s", reason)
+            result.failed.append({"container": "", "status": 0, "reason": reason})
         finally:
             client.close()
             if lock_fd is not None:
@@ -1879,7 +1993,8 @@ class _StderrHandler(logging.Handler):
         self.stream = stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream.write("kubelogexporter: %s\n" % record.getMessage())
+        level = "%s: " % record.levelname.lower() if record.levelno >= logging.WARNING else ""
+        self.stream.write("kubelogexporter: %s%s\n" % (level, record.getMessage()))
         self.stream.flush()
 
 
@@ -1960,8 +2075,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             hint = "check the token" if exc.status == 401 else "the service account needs %s (see manifests/)" % exc.missing_permission()
             return fail(EXIT_REFUSED, "%s (%s)" % (exc.message, hint))
         return fail(EXIT_FAILED, exc.message)
-    except _Stopped:
-        return fail(EXIT_FAILED, "interrupted before any log was exported")
     finally:
         _log.removeHandler(handler)
         for signum, previous in previous_handlers.items():
