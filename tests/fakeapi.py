@@ -770,6 +770,11 @@ class FaultPlan:
         """Called once `at_byte` body bytes have been sent; the body then goes on."""
         self._add("mid", times, callback=callback, at_byte=at_byte, **self._target(namespace, pod, container))
 
+    def cut_open_log(self, namespace, pod, container) -> None:
+        """The container's open log stream (a follow) is cut in the middle of the next data it sends."""
+        with self._server._lock:
+            self._server._open_cuts.add((namespace, pod, container))
+
     def log_error_tail(self, namespace, pod, container, text: str, times=1) -> None:
         """After the body, write `text` as-is (the kubelet writes its error string,
         no timestamp, no newline added) and end the body normally."""
@@ -915,6 +920,7 @@ class FakeAPIServer:
         self.active_log_streams = 0
         self.connections_accepted = 0  # TCP connections (keep-alive reuse keeps this low)
         self.max_active_log_streams = 0
+        self._open_cuts: set = set()  # (namespace, pod, container) whose open stream is cut at its next data
         self.bookmark_interval = bookmark_interval
         self.watch_liveness_interval: Optional[float] = 1.0
         self.active_watches = 0
@@ -1499,6 +1505,10 @@ class FakeAPIServer:
             queued = 0
 
         for piece in itertools.chain(pieces, [tail_text]):
+            if self._open_cuts and tuple(hook_args[:3]) in self._open_cuts and len(piece) > 1:
+                with self._lock:
+                    self._open_cuts.discard(tuple(hook_args[:3]))
+                cut_at = sent + len(piece) // 2  # mid-line, mid-chunk
             mv = memoryview(piece)
             pos, n = 0, len(mv)
             while True:

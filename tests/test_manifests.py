@@ -673,10 +673,19 @@ def e2e(cluster, apiserver, service_account, tmp_path):
             # A follow run only ends on SIGTERM or an error: run it aside, so a
             # run that wrongly keeps going fails the test instead of hanging it.
             outcome = {}
-            thread = threading.Thread(target=lambda: outcome.update(code=exporter.main(argv)), daemon=True)
+
+            def target():
+                try:
+                    outcome["code"] = exporter.main(argv)
+                except BaseException as exc:  # surfaced in the test
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=target, daemon=True)
             thread.start()
             thread.join(10)
             assert not thread.is_alive(), "the follow run did not end by itself"
+            if "error" in outcome:
+                raise outcome["error"]
             return outcome["code"], out
 
         @staticmethod
