@@ -60,3 +60,28 @@ def test_errors_form_one_hierarchy():
     error = kubelogexporter.ApiError(403, "pods is forbidden", reason="Forbidden", verb="list", resource="pods")
     assert (error.status, error.reason, str(error), error.refused) == (403, "Forbidden", "pods is forbidden", True)
     assert error.missing_permission() == '"list pods" cluster-wide'
+
+
+def oldest_python():
+    """Python 3.8 if this machine has one (pyenv keeps it here), to run the script under the oldest supported."""
+    import glob
+
+    candidates = sorted(glob.glob("/root/.pyenv/versions/3.8*/bin/python3.8")) + [shutil.which("python3.8")]
+    for candidate in filter(None, candidates):  # a pyenv shim may exist without a usable interpreter
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(oldest_python() is None, reason="no Python 3.8 on this machine")
+def test_exports_under_python_3_8(cluster, apiserver, service_account, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello from 3.8"])
+    proc = subprocess.run([oldest_python(), str(MODULE), "--server", apiserver.url, "--token-file",
+                           str(service_account / "token"), "--ca-file", str(service_account / "ca.crt"),
+                           "-o", str(tmp_path / "logs"), "--gzip"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    import gzip
+
+    assert gzip.decompress((tmp_path / "logs" / "shop" / "web" / "app.log.gz").read_bytes()).endswith(
+        b" hello from 3.8\n")
