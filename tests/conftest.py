@@ -6,6 +6,7 @@ import http.client
 import json
 import ssl
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,14 @@ TOKEN = "token-1"
 # Plain helpers, importable from tests as `from conftest import ts, log_lines` or via fakeapi.
 ts = fakeapi.ts
 log_lines = fakeapi.log_lines
+
+
+def wait_for(predicate, timeout=15.0):
+    """Poll for a state another process or thread reaches (a file's content, a server's counter)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SA_USER
+from conftest import SA_USER, wait_for
 from fakeapi import NS, FakeAPIServer
 
 import kubelogexporter
@@ -461,12 +461,6 @@ def big_log(cluster, pod, mib, start=1795946400):
     cluster.set_log_bytes("shop", pod, "app", body)
     return body
 
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 1)])

@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from conftest import SA_USER, ApiClient
+from conftest import SA_USER, ApiClient, wait_for
 from fakeapi import (BASE_TIME_NS, NS, FakeAPIServer, FakeCluster, authorizer_from_rbac, format_ts,
                      parse_label_selector, ts)
 
@@ -653,12 +653,6 @@ def summary(events) -> list:
     return [(e["type"], e["object"]["metadata"].get("name"), int(e["object"]["metadata"]["resourceVersion"]))
             for e in events]
 
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
 
 
 def test_watch_initial_state_then_live_events(cluster, api, apiserver):

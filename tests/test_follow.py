@@ -13,6 +13,8 @@ import pytest
 import kubelogexporter
 from kubelogexporter import export_logs
 
+from conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,12 +23,6 @@ def served(cluster):
     """What the file must hold: the container's log as the server renders it (fixed timestamps)."""
     return lambda namespace, pod, container, previous=False: cluster.log_bytes(namespace, pod, container, previous)
 
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def content(path):

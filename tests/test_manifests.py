@@ -38,6 +38,8 @@ import yaml
 import kubernetes_validate
 from kubernetes_validate import utils as kv_utils
 
+from conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 SCRIPT = ROOT / "kubelogexporter.py"
@@ -865,12 +867,6 @@ def test_e2e_each_rule_is_needed(rendered, e2e, capsys, dropped):
 
 # --------------------------------------------------------------------------
 # follow mode: a StatefulSet that streams, with watch pods on top
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def content(path):
