@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
                     for name in names)
         reconnects = len([r for r in server.requests if r.path.endswith("/log")]) - args.containers
 
+    shutil.rmtree(work, ignore_errors=True)
     lines = produced * args.containers
     print("| containers | lines/s each | seconds | lines | stream cuts | reconnects | on disk at SIGTERM "
           "| exit code, seconds to exit | follow CPU s | follow peak RSS | batch hand-over | every line once |")

@@ -9,6 +9,7 @@ container, the last line written, so each run appends only what is new.
 
     python3 kubelogexporter.py -o /logs            # every namespace
     python3 kubelogexporter.py -n shop -l app=web  # one namespace, a selector
+    python3 kubelogexporter.py -o /logs --follow   # stream as lines are written, until SIGTERM
 
 As a library::
 
