@@ -591,9 +591,9 @@ def texts(path):
 
 
 def restart_with(cluster, *lines):
-    def restart(*_):  # the container restarts after the listing said it had not
+    def restart(*_):  # the container restarts after the listing said it had not, and logs right away
         cluster.restart_container("shop", "web", "app")
-        cluster.append_log("shop", "web", "app", list(lines))
+        cluster.append_log("shop", "web", "app", list(lines), at=time.time_ns())
     return restart
 
 
@@ -721,3 +721,29 @@ def test_sigterm_is_acted_on_while_the_queue_is_full(cluster, apiserver, service
         release.set()
         proc.kill()
         proc.wait()
+
+
+def test_the_state_records_files_only_after_flushing_them(cluster, apiserver, export, monkeypatch):
+    calls = []
+    real_durable, real_write = kubelogexporter._make_durable, kubelogexporter._atomic_write
+    monkeypatch.setattr(kubelogexporter, "_make_durable",
+                        lambda root, paths: calls.append(("flush", sorted(paths))) or real_durable(root, paths))
+    monkeypatch.setattr(kubelogexporter, "_atomic_write",
+                        lambda path, data: calls.append(("state", sorted(json.loads(data)["files"])))
+                        or real_write(path, data))
+    for name in ("a", "b"):
+        cluster.add_pod("shop", name)
+        cluster.append_log("shop", name, "app", ["hello"])
+    assert export().ok
+    assert calls == [("flush", ["shop/a/app.log", "shop/b/app.log"]), ("state", ["shop/a/app.log", "shop/b/app.log"])]
+
+
+def test_a_first_export_asks_for_the_previous_instance_only_when_the_log_is_young(cluster, apiserver, export):
+    cluster.add_pod("shop", "old")
+    cluster.append_log("shop", "old", "app", ["logged hours before the run"])
+    cluster.add_pod("shop", "young")
+    cluster.append_log("shop", "young", "app", ["logged just now"], at=time.time_ns())
+    assert export().ok
+    previous = sorted(r.path.split("/")[6] for r in log_requests(apiserver) if "previous" in r.query)
+    assert previous == ["young"]
+    assert len(log_requests(apiserver)) == 3

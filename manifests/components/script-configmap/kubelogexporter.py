@@ -96,6 +96,9 @@ CHECKPOINT_SECONDS = 2.0  # follow mode makes lines durable and records them thi
 IDLE_RELEASE_SECONDS = 5.0  # with more containers than streams, a stream this quiet gives its slot away
 MAX_HOLD_SECONDS = 60.0  # ... and a busy one after this long, so every container gets its turn
 GZIP_LEVEL = 6
+# A first export reads the previous instance too when the current log starts this close to the listing (or is
+# empty): only then can the container have restarted in between.  The margin covers clock skew between nodes.
+YOUNG_LOG_SECONDS = 60
 USER_AGENT = "kubelogexporter/%s (python)" % __version__
 
 EXIT_OK = 0
@@ -651,6 +654,7 @@ class _Container:
     state: str = ""  # running, waiting, terminated; empty when the kubelet has not reported it
     waiting_reason: str = ""
     has_previous: bool = False
+    listed_ns: int = 0  # when the status above was read (our clock)
 
     @property
     def key(self) -> str:
@@ -672,13 +676,15 @@ def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
+    now = time.time_ns()
     found = []
     for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
                                  ("ephemeralContainers", "ephemeralContainerStatuses")):
         statuses = {s.get("name"): s for s in status.get(status_key) or ()}
         for container in spec.get(spec_key) or ():
             name = container.get("name") or ""
-            entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""), name)
+            entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
+                               name, listed_ns=now)
             st = statuses.get(name)
             if st:
                 entry.restarts = int(st.get("restartCount") or 0)
@@ -706,7 +712,8 @@ class _State:
 
     Bytes past a file's recorded size were written after the last checkpoint
     and are cut off before the file is appended to again, so a crash, kill or
-    full disk never leaves a doubled line.
+    full disk never leaves a doubled line.  A save first makes the files it
+    records durable, all at once, then writes the state: never the other way.
     """
 
     def __init__(self, path: Optional[Path]):
@@ -714,8 +721,10 @@ class _State:
         self.containers: Dict[str, Dict[str, Any]] = {}
         self.files: Dict[str, Dict[str, Any]] = {}  # relpath -> size, and the cursor of its last line
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time, so an older snapshot never lands last
         self._saved_at = time.monotonic()
         self._dirty = False
+        self._unsynced: set = set()  # files written since the last save
         if path is not None:
             self._load()
 
@@ -749,15 +758,19 @@ class _State:
         self.save()
 
     def commit(self, key: str, entry: Dict[str, Any], relpath: str, size: int) -> None:
+        """Record lines written (not yet durable) up to ``size``; the next save makes them so, then records them."""
         with self._lock:
             self.containers[key] = entry
             self.files[relpath] = {"size": size, "ts": entry["ts"], "count": entry["count"]}
+            self._unsynced.add(relpath)
             self._dirty = True
-        if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL:
+        if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL and self._save_lock.acquire(blocking=False):
             try:
-                self.save()
+                self._save()
             except OSError as exc:  # the final save reports it; the files are fine either way
                 _log.warning("cannot save the state file %s: %s (will retry)", self.path, exc.strerror)
+            finally:
+                self._save_lock.release()
 
     def touch(self, key: str, now: float) -> None:
         with self._lock:
@@ -767,6 +780,10 @@ class _State:
                 self._dirty = True
 
     def save(self, *, prune_before: Optional[float] = None) -> None:
+        with self._save_lock:
+            self._save(prune_before=prune_before)
+
+    def _save(self, *, prune_before: Optional[float] = None) -> None:
         if self.path is None:
             return
         with self._lock:
@@ -780,11 +797,56 @@ class _State:
                     self._dirty = True
             if not self._dirty:
                 return
+            # The snapshot holds only lines already written: the flush below makes all of them durable.
             text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
                               separators=(",", ":"), sort_keys=True)
-            self._saved_at = time.monotonic()
-            _atomic_write(self.path, text.encode())
+            unsynced, self._unsynced = self._unsynced, set()
             self._dirty = False
+            self._saved_at = time.monotonic()
+        try:
+            _make_durable(self.path.parent, unsynced)
+            _atomic_write(self.path, text.encode())
+        except BaseException:
+            with self._lock:
+                self._unsynced |= unsynced
+                self._dirty = True
+            raise
+
+
+def _syncfs(folder: Path) -> bool:
+    """Flush the file system holding ``folder`` in one call (Linux syncfs(2)); False where that is unavailable.
+
+    Thousands of small files then cost one journal commit instead of one each.
+    """
+    try:
+        import ctypes
+
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ImportError, OSError, AttributeError):
+        return False
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number), str(folder))
+        return True
+    finally:
+        os.close(fd)
+
+
+def _make_durable(root: Path, relpaths: Iterable[str]) -> None:
+    relpaths = list(relpaths)
+    if not relpaths or _syncfs(root):
+        return
+    for relpath in relpaths:
+        try:
+            fd = os.open(root / relpath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # moved away since it was written: nothing of ours to keep
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -816,16 +878,23 @@ def _fsync_dir(path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _safe_dir(root: Path, *parts: str) -> Path:
-    """Create root/parts... as 0700 folders, refusing symlinks so nothing lands outside ``root``."""
+def _safe_dir(root: Path, *parts: str, made: Optional[set] = None) -> Path:
+    """Create root/parts... as 0700 folders, refusing symlinks so nothing lands outside ``root``.
+
+    ``made`` remembers the folders checked in this run, so each costs one mkdir at most.
+    """
     path = root
     for part in parts:
         path = path / part
+        if made is not None and path in made:
+            continue
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 raise OSError(errno.ENOTDIR, "not a folder (or a symlink)", str(path)) from None
+        if made is not None:
+            made.add(path)
     return path
 
 
@@ -863,17 +932,17 @@ class _OutputFile:
         self._sink: Optional[_FdWriter] = None
         self._flushed_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        if replace:
-            self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
-            self._fd = os.open(self._target, flags | os.O_TRUNC, 0o600)
-        else:
-            self._target = path
-            self._fd = os.open(path, flags, 0o600)
-        os.fchmod(self._fd, 0o600)
-        self.committed = os.fstat(self._fd).st_size
-        if committed is not None:
-            self.truncate(committed)  # bytes from a run that died before its checkpoint
-        os.lseek(self._fd, self.committed, os.SEEK_SET)
+        self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid())) if replace else path
+        try:  # a new file gets its mode from open(); an old one may need it set
+            self._fd = os.open(self._target, flags | os.O_EXCL, 0o600)
+            self.committed = 0
+        except FileExistsError:
+            self._fd = os.open(self._target, flags | (os.O_TRUNC if replace else 0), 0o600)
+            os.fchmod(self._fd, 0o600)
+            self.committed = os.fstat(self._fd).st_size
+            if committed is not None:
+                self.truncate(committed)  # bytes from a run that died before its checkpoint
+            os.lseek(self._fd, self.committed, os.SEEK_SET)
 
     def write(self, data: memoryview) -> None:
         if self.compress:
@@ -894,11 +963,13 @@ class _OutputFile:
             self._flushed_at = now
 
     def checkpoint(self) -> int:
-        """Make everything written so far durable; return the file size it ends at."""
+        """End the lines written so far (and their gzip member); return the size they end at.
+
+        Durability comes with the state save that records this size (see _State).
+        """
         if self._gzip is not None:
             self._gzip.close()
             self._gzip = None
-        os.fsync(self._fd)
         self.committed = os.lseek(self._fd, 0, os.SEEK_CUR)
         return self.committed
 
@@ -918,6 +989,8 @@ class _OutputFile:
             os.lseek(self._fd, self.committed, os.SEEK_SET)
 
     def close(self, *, keep: bool) -> None:
+        if self.replace and keep:
+            os.fsync(self._fd)  # no state records a replaced file: it must be whole before the rename
         os.close(self._fd)
         if self.replace:
             if keep:
@@ -1042,6 +1115,7 @@ class _Options:
     timestamps: bool
     use_state: bool
     since_ns: Optional[int]
+    made_dirs: set = dataclasses.field(default_factory=set)
 
 
 class _ContainerExport:
@@ -1075,6 +1149,7 @@ class _ContainerExport:
         self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
         self.expect_cursor = False
         self.probe_on_miss = False  # look for a missing cursor line in the previous instance before calling it lost
+        self.probe_young = False  # look in the previous instance if the current log starts after the listing
         self.rotated: Optional[Tuple[int, Optional[int]]] = None  # (last line exported, first line still there)
 
     @property
@@ -1105,9 +1180,9 @@ class _ContainerExport:
             export_previous = c.restarts > self.restarts
         else:
             self.min_ns = self.options.since_ns
-            # Also when the listing shows no restart: one may happen before the request, and then the first
-            # instance is "previous" (a 400 answers quickly when there is none).
-            export_previous = self.options.use_state and (c.has_previous or c.state != "terminated")
+            export_previous = self.options.use_state and c.has_previous
+            # A restart between the listing and the request would make the first instance "previous".
+            self.probe_young = self.options.use_state and not c.has_previous and c.state != "terminated"
         self.probe_on_miss = self.cursor_in_previous is False
         try:
             self._open(saved)
@@ -1124,11 +1199,11 @@ class _ContainerExport:
             try:
                 reason = self._export_instance(previous=False)
             except _CursorMissing:
-                # The current instance lacks the cursor's line: the container restarted after the listing,
-                # so its old instance is "previous" now, or the file rotated.  Finish the old one first.
-                self.probe_on_miss = False
-                self.cursor_in_previous = True
-                if self._export_instance(previous=True) is not None:
+                # The current instance lacks the cursor's line, or starts after the listing: the container may
+                # have restarted since, its old instance being "previous" now.  Finish that one first.
+                self.probe_on_miss = self.probe_young = False
+                self.cursor_in_previous = True if self.cursor is not None else None
+                if self._export_instance(previous=True) is not None and self.cursor is not None:
                     self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
                 reason = self._export_instance(previous=False)
             if self.rotated is not None:
@@ -1157,7 +1232,7 @@ class _ContainerExport:
             result.exported(c)
 
     def _open(self, saved: Optional[Dict[str, Any]]) -> None:
-        directory = _safe_dir(self.options.output_dir, self.c.namespace, self.c.pod)
+        directory = _safe_dir(self.options.output_dir, self.c.namespace, self.c.pod, made=self.options.made_dirs)
         path = directory / self.relpath.rsplit("/", 1)[1]
         use_state = self.options.use_state
         record = self.state.file_record(self.relpath) if use_state else None
@@ -1214,7 +1289,7 @@ class _ContainerExport:
     def _export_instance(self, previous: bool) -> Optional[str]:
         """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
         failures = 0
-        self.expect_cursor = self.cursor_in_previous is previous
+        self.expect_cursor = self.cursor is not None and self.cursor_in_previous is previous
         self.instance = self.c.restarts - 1 if previous else self.c.restarts
         follow = self.follow and not previous
         while True:
@@ -1313,6 +1388,8 @@ class _ContainerExport:
             filled = 0
         if self.expect_cursor:
             self._check_rotation(skipping[1], None, 0)
+        if self.probe_young and self.instance == self.c.restarts:
+            raise _CursorMissing()  # nothing in the current instance: it may have just replaced the listed one
         if filled:
             tail = bytes(view[:filled])
             if not _TS_RE.match(tail):
@@ -1329,6 +1406,11 @@ class _ContainerExport:
             if self.expect_cursor and not skipping[0]:
                 self._check_rotation(skipping[1], buffer, start)
         if start < end:
+            if self.probe_young and self.instance == self.c.restarts:
+                first = _match_ns(_TS_RE.match(buffer, start)) if _TS_RE.match(buffer, start) else 0
+                if first >= self.c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND:
+                    raise _CursorMissing()
+                self.probe_young = False  # the log starts before the listing: it is the listed instance
             self._write_lines(buffer, view, start, end)
 
     def _check_rotation(self, seen: int, buffer: Optional[bytearray], start: int) -> None:
