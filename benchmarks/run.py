@@ -95,12 +95,11 @@ def measure(argv: List[str], *, env: Dict[str, str], stdout_path: Optional[Path]
                 full = [GNU_TIME, "-q", "-f", "%M %U %S", "-o", str(tfile)] + argv
                 t0 = time.perf_counter()
                 p = subprocess.Popen(full, stdout=stdout, stderr=err, env=env, cwd=ROOT)
-                try:
-                    rc = p.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    rc = p.wait()
+                killer = threading.Timer(timeout, p.kill)
+                killer.start()
+                rc = p.wait()  # blocking: wait(timeout) would poll every 50 ms and round the times up
                 wall = time.perf_counter() - t0
+                killer.cancel()
                 fields = tfile.read_text().split()[-3:] if tfile.exists() else []
                 if len(fields) == 3:
                     res["rss_kib"] = int(fields[0])
@@ -124,15 +123,11 @@ def measure(argv: List[str], *, env: Dict[str, str], stdout_path: Optional[Path]
 
                 poller = threading.Thread(target=poll, daemon=True)
                 poller.start()
-                deadline = t0 + timeout
-                while True:
-                    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-                    if pid:
-                        break
-                    if time.perf_counter() > deadline:
-                        p.kill()
-                    time.sleep(0.001)
+                killer = threading.Timer(timeout, p.kill)
+                killer.start()
+                _pid, status, ru = os.wait4(p.pid, 0)
                 wall = time.perf_counter() - t0
+                killer.cancel()
                 p.returncode = rc = os.waitstatus_to_exitcode(status)
                 stop.set()
                 poller.join()
@@ -144,7 +139,7 @@ def measure(argv: List[str], *, env: Dict[str, str], stdout_path: Optional[Path]
     return res
 
 
-MEASURE = "gnu-time" if _gnu_time() else "vmhwm-poll"
+MEASURE = os.environ.get("KLE_BENCH_MEASURE") or ("gnu-time" if _gnu_time() else "vmhwm-poll")  # env: for testing
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -397,7 +392,7 @@ def run_one(ctx: Ctx, tool: Tool, workload: str, case: str, rep: int, out: Path,
                 os.sync()
         r = _run_once(ctx, tool, workload, case, rep, out, phase)
         r.attempts = attempt
-        if r.other_cpu <= max(0.05, ctx.noise * r.wall) or r.error or attempt == ctx.max_attempts:
+        if r.other_cpu <= max(0.05, ctx.noise * r.wall) or r.error or attempt == ctx.max_attempts or r.wall > 30:
             break
         if ctx.verbose:
             print("  %-14s %-6s rep %d  disturbed (%.2f CPU s by other processes in %.2f s): again" % (
@@ -580,7 +575,9 @@ class Report:
              "| output disk | %s |" % m["disk"],
              "| repetitions | %s |" % m["reps"],
              "| concurrency | %d (xargs -P, thread pools, the exporter's default) |" % m["concurrency"],
-             "| peak RSS | %s |" % m["measure_text"], ""]
+             "| peak RSS | %s |" % m["measure_text"],
+             "| run time | %s; %d of %d runs repeated because other processes used the CPUs meanwhile |" % (
+                 m.get("elapsed", "?"), sum(r.attempts > 1 for r in self.runs), len(self.runs)), ""]
         L += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
         for h in self.headline():
             L.append("| %s | %s | %s |" % (h["target"], h["text"], "met" if h["ok"] else "**missed**"))
@@ -673,12 +670,13 @@ class Report:
         except ImportError:
             return "matplotlib not installed"
         fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-        sizes = [self.meta["sizes"][c] / MiB for c in cases]
+        sizes = [float(c.split()[0]) for c in cases]  # nominal MiB, from the case name
         for tool in self.tools("large"):
             ys = [self.med("large", c, tool, "rss_kib") for c in cases]
             pts = [(x, y / 1024) for x, y in zip(sizes, ys) if y]
             if pts:
-                style = "-o" if tool.startswith("exporter") else ("--s" if BY_KEY[tool].reference else "-^")
+                style = ("-o" if tool == "exporter" else ":D" if tool.startswith("exporter")
+                         else "--s" if BY_KEY[tool].reference else "-^")
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=BY_KEY[tool].label,
                         linewidth=2.5 if tool == "exporter" else 1.2)
         ax.axhline(32, color="grey", linestyle=":", linewidth=1)
@@ -728,8 +726,8 @@ TOOL_NOTES = {
     "exporter": "`python3 kubelogexporter.py -o OUT --server URL --token-file T --ca-file CA`; keeps its state file, "
                 "fsyncs each file before recording it.",
     "exporter-c8": "the same with `--concurrency 8`.",
-    "exporter-nostate": "diagnostic, fan-out only: `--no-state` writes each file aside and renames it (still "
-                        "fsynced) and skips the `previous=true` request a first export makes per container.",
+    "exporter-nostate": "diagnostic, fan-out only: `--no-state` keeps no state file and writes each file aside, "
+                        "then renames it over the old one.",
 }
 
 # ---------------------------------------------------------------- main
@@ -783,8 +781,9 @@ def main(argv=None) -> int:
     p.add_argument("--quiet-pods", type=int, default=None, help="quiet rerun: pods with 3 containers (default 200)")
     p.add_argument("--quiet-log-kib", type=int, default=None, help="quiet rerun: log size per container (default 256)")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick 1)")
+    p.add_argument("--large-reps", type=int, default=None, help="repetitions of the large-log runs (default 5; --quick 1)")
     p.add_argument("--slow-reps", type=int, default=None,
-                   help="repetitions of the slow tools (kubectl logs) in fan-out and quiet workloads (default: --reps)")
+                   help="repetitions of the slow tools (kubectl logs) in fan-out and quiet workloads (default 1)")
     p.add_argument("--concurrency", type=int, default=4, help="xargs -P, thread pools (default 4, the exporter's)")
     p.add_argument("--tools", default=",".join(t.key for t in TOOLS), help="comma-separated: " + ", ".join(BY_KEY))
     p.add_argument("--workloads", default="large,fanout,quiet", help="comma-separated: large, fanout, quiet")
@@ -793,6 +792,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="raw results (default benchmarks/results.json; --quick: next to --output)")
     p.add_argument("--merge", default=None, metavar="RESULTS_JSON",
                    help="keep the runs in this results file except those of the tools and workloads run now")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="run nothing: write the report and plot again from a results file")
     p.add_argument("--workdir", default=None, help="where tools write (default: a new temp dir, removed afterwards)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
     p.add_argument("--max-attempts", type=int, default=None,
@@ -808,7 +809,8 @@ def main(argv=None) -> int:
     quiet_pods = args.quiet_pods if args.quiet_pods is not None else (4 if quick else 200)
     quiet_kib = args.quiet_log_kib if args.quiet_log_kib is not None else (16 if quick else 256)
     reps = args.reps or (1 if quick else 3)
-    slow_reps = args.slow_reps or reps
+    large_reps = args.large_reps or args.reps or (1 if quick else 5)
+    slow_reps = args.slow_reps or (reps if quick else 1)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     keys = [k.strip() for k in args.tools.split(",") if k.strip()]
     unknown = [k for k in keys + workloads if k not in BY_KEY and k not in ALL]
@@ -822,6 +824,10 @@ def main(argv=None) -> int:
     plot = Path(args.plot) if args.plot else (output.parent / "memory.png" if quick or args.output else HERE / "memory.png")
     results = Path(args.json) if args.json else (output.parent / "results.json" if quick or args.output
                                                  else HERE / "results.json")
+
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        return write_report([Run(**r) for r in data["runs"]], data["meta"], output, plot, results, quick, [])
 
     tools, skipped = [], {}
     for k in keys:
@@ -840,13 +846,13 @@ def main(argv=None) -> int:
     server = Server(work)
     ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout,
               max_attempts=args.max_attempts or (1 if quick else 4), noise=args.noise,
-              quiet_wait=0.0 if quick else 60.0)
+              quiet_wait=0.0 if quick else 20.0)
     meta = machine_meta(args, work)
     meta.update(command="python3 benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                        " " + " ".join(argv if argv is not None else sys.argv[1:])),
                 concurrency=args.concurrency, sizes={}, containers={}, measure=MEASURE, skipped=skipped,
-                reps="%d (kubectl logs on fan-out and quiet rerun: %d)" % (reps, min(slow_reps, reps))
-                if slow_reps < reps else str(reps),
+                reps="large log: %d; fan-out and quiet rerun: %d%s" % (
+                    large_reps, reps, " (kubectl logs: %d)" % slow_reps if slow_reps < reps else ""),
                 measure_text="GNU time `%M`: wait4() `ru_maxrss` of the tool, forked from time's own small process "
                              "(a child forked from this Python runner would start at the runner's high-water mark). "
                              "For a shell pipeline: its largest process." if MEASURE == "gnu-time" else
@@ -861,7 +867,7 @@ def main(argv=None) -> int:
                 info = server.call(cmd="large", size=mib * MiB, plain=any(t.layout == "dump" for t in tools))
                 ctx.expected = info["files"]
                 meta["sizes"][case] = info["bytes"]
-                run_workload(ctx, tools, "large", case, reps, slow_reps)
+                run_workload(ctx, tools, "large", case, large_reps, slow_reps)
         if "fanout" in workloads:
             for n, c in ((pods, 1), (multi, 3)):
                 if n <= 0:
@@ -888,6 +894,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     runs = ctx.runs
+    meta["elapsed"] = "%.0f s" % (time.monotonic() - started)
     if args.merge and Path(args.merge).exists():
         old = json.loads(Path(args.merge).read_text())
         ran = {(r.workload, r.tool) for r in runs}
@@ -897,8 +904,14 @@ def main(argv=None) -> int:
             meta[k] = dict(old["meta"].get(k, {}), **meta[k])
         meta["merged"] = "%s rows re-run on %s; the others from %s" % (
             ", ".join(sorted({r.tool for r in ctx.runs})), meta["date"], old["meta"]["date"])
-    elapsed = time.monotonic() - started
-    meta["elapsed"] = "%.0f s" % elapsed
+        meta["elapsed"] = "%s (first run) + %s (re-run rows)" % (old["meta"].get("elapsed", "?"), meta["elapsed"])
+        meta["reps"] = old["meta"].get("reps", meta["reps"])
+        meta["command"] = "%s`, then `%s" % (old["meta"].get("command", "?"), meta["command"])
+    return write_report(runs, meta, output, plot, results, quick, ctx.runs)
+
+
+def write_report(runs: List[Run], meta: dict, output: Path, plot: Path, results: Path, quick: bool,
+                 new_runs: List[Run]) -> int:
     report = Report(runs, meta)
     meta["notes_md"] = NOTES_MD(report) if not quick else ["(--quick run: sizes too small for conclusions.)"]
     if meta.get("merged"):
@@ -915,16 +928,173 @@ def main(argv=None) -> int:
                                    "runs": [asdict(r) for r in runs]}, indent=1))
     print()
     print(report.console())
-    print("\nwrote %s, %s%s in %.0f s" % (output, results, "" if why_no_plot else ", " + str(plot), elapsed))
-    failed = [r for r in ctx.runs if r.error or r.check]
+    print("\nwrote %s, %s%s (runs took %s)" % (output, results, "" if why_no_plot else ", " + str(plot),
+                                                 meta.get("elapsed")))
+    failed = [r for r in new_runs if r.error or r.check]
     if failed:
         print("%d runs failed or wrote wrong files" % len(failed), file=sys.stderr)
         return 1
     return 0
 
 
-def NOTES_MD(report: Report) -> List[str]:  # noqa: N802 - filled in from the measured figures
-    return []
+# Profiles taken by hand (not regenerated by this script); the commands are given so anyone can repeat them.
+ANALYSIS_MD = """## Where the exporter's time goes, and what remains
+
+Profiled on the same machine on 2026-11-29 against `benchmarks/server.py`, exporter as of that day.
+
+**Fan-out (the 1.3× target is missed).** Two causes found while building these benchmarks were fixed in the
+exporter during the run (its rows were re-run at the end against that version):
+
+1. *A second request per container.* A first export asked `previous=true` before the current log (in case
+   the container restarted between the listing and the request): 4,004 requests for 2,000 pods; `py-spy
+   record --gil` put 30 % of the exporter's GIL-holding samples under that request. Now 2,004, as the floor;
+   2,000 pods went from 2.90 s to 2.40 s.
+2. *An fsync per file.* cProfile in every worker thread (2,000 pods) showed `posix.fsync` at 3.1
+   thread-seconds, 1.5 ms per file, the largest item after the network; the floor with an fsync per file is
+   ~1.2× the floor. The exporter now makes the files written since the last checkpoint durable together
+   before writing its state (2 `syncfs` calls for 2,000 files, 0.06 s), which keeps its promise that the state
+   never runs ahead of the disk. It also stopped making the namespace folder and `fchmod`/`fstat`-ing each new
+   file (4,001 `mkdir`s became 2,029).
+
+What remains (the same profile, now): per container the exporter spends ~0.7 ms more CPU than the floor
+(`tool CPU s`: 2.9 s against 1.5 s for 2,000), spread over per-container Python (state record, result
+collector, the bounded queue of futures the main thread waits on) and GIL hand-offs between the four workers
+and the main thread; `http.client` parsing each response's headers with the `email` package is common to
+both (~17–23 % of their GIL samples). On 2 cores shared with the server, that CPU is wall time. Folder and file
+creation (`mkdir` and `open` ~1 ms thread-time each, four threads in the same namespace folder) costs the same
+in both.
+
+**Large log, 64 MiB (the 1.10× target is missed; at 256 MiB and 1 GiB the exporter is within ~1.1–1.3× curl and
+at or below curl + fsync).** The difference is a fixed cost: `python3 kubelogexporter.py --version` takes
+0.17–0.19 s wall against 0.04 s for `python3 -c pass`; of that ~50 ms is compiling the 2,100-line script
+(a script run as `python3 FILE` is never cached as `.pyc`; `compile()` of the file: 48 ms) and ~60–70 ms
+imports (`python3 -X importtime`: `http.client` + `email` 20 ms, `dataclasses` + `inspect` 10 ms, `pathlib`
+12 ms, `ssl` 6 ms, `logging` 6 ms). curl's whole run is 0.15 s. Running from a `.pyc` saves the 50 ms
+(`python3 -m kubelogexporter` with a writable `PYTHONPYCACHEPREFIX`); lazy imports would save part of the rest.
+Per byte, the exporter's CPU is close to curl's (1 GiB: 2.5 s against 2.3 s, TLS and `http.client`'s chunked
+reads, ~4 Python calls per 16 KiB TLS record) and its memory is a fixed 1 MiB buffer: 29.6–29.9 MiB at every size.
+
+**Noise on this machine.** It is a 2-vCPU VM whose memory the host backs lazily (virtio-balloon free page
+reporting, DAMON pageout of cold memory): writing 1 GiB into the page cache from the same buffer took 0.23 s
+in one run and 2.98 s in the next (`perf`: 54 % of a slow run in `copy_folio_from_iter_atomic`, 6 % in a fast
+one). Every tool that writes 1 GiB gets some of these runs, hence the wide min–max at 1 GiB; medians of 5.
+Page-aligned 1 MiB writes (the floor's) suffer most: writing 1 GiB in 1 MiB writes took 1.6–2.6 s whenever the
+page cache needed fresh memory and 0.23 s when it could reuse what the last run freed, while 1,048,453-byte
+writes (whole lines, as the exporter writes) took 0.26–0.28 s every time; so the floor's row at 1 GiB is this
+machine's, not the floor's.
+""".splitlines()
+
+
+def _fit(points):
+    """Least squares wall = fixed + per_gib * size: (fixed s, s per GiB)."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return None
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx
+    return my - b * mx, b
+
+
+def NOTES_MD(report: Report) -> List[str]:  # noqa: N802 - the reading of the measured figures
+    """Notes computed from the runs, so that a rerun keeps them true."""
+    L: List[str] = ["## Reading the figures", ""]
+    meta, med = report.meta, report.med
+    large = report.cases("large")
+    sizes = meta.get("sizes", {})
+    if large:
+        big = large[-1]
+        curl = med("large", big, "curl")
+        srv = med("large", big, "curl", "server_cpu")
+        if curl:
+            L.append("- **The server is not the bottleneck.** curl drew %s in %.2f s (%.0f MiB/s) from it, the "
+                     "server using %.2f CPU s of that (one core is %.2f s); every Python tool is slower than "
+                     "that, so the ratios below are the clients'. The server is `tests/fakeapi.py` with its "
+                     "per-request Python trimmed for this process (`benchmarks/server.py`): bodies pre-rendered, "
+                     "served as memoryview slices in ~1 MiB writes, keep-alive, one thread per connection, lists "
+                     "rendered once." % (_bytes(sizes[big]), curl, sizes[big] / MiB / curl, srv or 0, curl))
+        fits = {t: _fit([(sizes[c] / (1 << 30), med("large", c, t)) for c in large if med("large", c, t)])
+                for t in ("curl", "curl-fsync", "exporter")}
+        if all(fits.values()):
+            L.append("- **Fixed cost against cost per byte** (least squares over the sizes, wall = fixed + "
+                     "per GiB × size): " + "; ".join(
+                         "%s %.2f s + %.2f s/GiB" % (BY_KEY[t].label, f[0], f[1]) for t, f in fits.items()) +
+                     ". A Python process pays its interpreter before the first byte, the exporter also ~50 ms to "
+                     "compile its script and ~60–70 ms of imports (below), and its state file; at 64 MiB that fixed part is most of the difference to curl, at 1 GiB the "
+                     "per-byte part is.")
+        rows = []
+        for c in large:
+            ex, cu, cf = med("large", c, "exporter"), med("large", c, "curl"), med("large", c, "curl-fsync")
+            if ex and cu and cf:
+                rows.append("%s: %.2f× curl, %.2f× curl + fsync" % (c, ex / cu, ex / cf))
+        if rows:
+            L.append("- **fsync.** The exporter makes its files durable (fsync, syncfs) before its state records "
+                     "them (its promise: the state never runs ahead of the disk); curl does not. Against curl followed by `sync FILE`, "
+                     "the same durability: " + "; ".join(rows) + ".")
+        rss = {t: [med("large", c, t, "rss_kib") for c in large] for t in report.tools("large")}
+        grow = ["%s %s" % (BY_KEY[t].label, " → ".join("%.0f" % (v / 1024) for v in vals if v))
+                for t, vals in rss.items() if all(vals) and vals[-1] > 2 * vals[0]]
+        flat = ["%s %.0f–%.0f" % (BY_KEY[t].label, min(vals) / 1024, max(vals) / 1024)
+                for t, vals in rss.items() if all(vals) and vals[-1] <= 2 * vals[0]]
+        if grow or flat:
+            L.append("- **Memory** (peak RSS, MiB, %s). Flat: %s. Growing with the log: %s. `kubectl cluster-info "
+                     "dump` reads each log whole (`DoRaw`), the official client's default returns the body as one "
+                     "`str` (bytes, then decoded)." % (" → ".join(large), "; ".join(flat) or "none",
+                                                      "; ".join(grow) or "none"))
+    fan = report.cases("fanout")
+    if fan:
+        for c in fan:
+            fl, ff, ex = med("fanout", c, "floor"), med("fanout", c, "floor-fsync"), med("fanout", c, "exporter")
+            ns = med("fanout", c, "exporter-nostate")
+            req_ex, req_fl = med("fanout", c, "exporter", "requests"), med("fanout", c, "floor", "requests")
+            cpu_ex, cpu_fl = med("fanout", c, "exporter", "cpu"), med("fanout", c, "floor", "cpu")
+            cp = med("fanout", c, "curl-parallel")
+            if not (fl and ex):
+                continue
+            parts = ["**Fan-out, %s:** the exporter takes %.2f s, %.2f× the floor (%.2f s)" % (c, ex, ex / fl, fl)]
+            if ff:
+                parts.append("%.2f× the floor with an fsync per file (%.2f s)" % (ex / ff, ff))
+            if req_ex and req_fl and req_ex > req_fl:
+                parts.append("it makes %d requests to the floor's %d (a `previous=true` request per container on a "
+                             "first export, answered 400 when there is no previous instance)" % (req_ex, req_fl))
+            if ns:
+                parts.append("with `--no-state` (no state file, files written aside and renamed) it takes %.2f s, "
+                             "%.2f× the floor" % (ns, ns / fl))
+            if cpu_ex and cpu_fl:
+                parts.append("its CPU is %.2f s to the floor's %.2f s" % (cpu_ex, cpu_fl))
+            if cp:
+                parts.append("one `curl --parallel` process takes %.2f s: the server keeps up with more than "
+                             "any Python client asks" % cp)
+            L.append("- " + "; ".join(parts) + ".")
+    q = report.cases("quiet")
+    if q:
+        c = q[-1]
+        first, again = med("quiet", c, "exporter", "bytes_out", "first"), med("quiet", c, "exporter", "bytes_out",
+                                                                              "rerun")
+        if first and again is not None:
+            L.append("- **Quiet rerun, %s:** the exporter's rerun moves %s (%.2f %% of its first run's %s): the pod "
+                     "list, which every run needs, and per container the lines of the last exported second, "
+                     "which `sinceTime` (whole seconds) sends again and the exporter drops. The other tools keep no "
+                     "state and fetch everything again." % (c, _bytes(again), 100 * again / first, _bytes(first)))
+    L += [""] + ANALYSIS_MD
+    L += ["", "## Method", "",
+          "- Each tool runs as a whole process (or a shell pipeline: list, then `xargs -P`), timed from start to "
+          "exit by the runner; every repetition starts from an empty output directory, after `sync`, so no tool "
+          "pays for another's write-back. Tools run in turns: repetition 1 of every tool, then repetition 2, ...",
+          "- Every run's files are checked against the server's bytes (size of each `<ns>/<pod>/<container>.log`; "
+          "for `cluster-info dump`, one `logs.txt` per pod, without timestamps).",
+          "- Bytes are what the server's HTTP layer wrote and read (headers and bodies, below TLS).",
+          "- Other processes on the machine: the runner waits (up to 20 s) for the CPUs to be idle before each run, "
+          "measures the CPU time used by everything else during the run, and repeats a run (up to 4 times) when "
+          "that exceeds 0.15 cores.",
+          "- Outputs of many files are moved aside and deleted only at the end: ext4 skips inodes freed in the last "
+          "seconds when it allocates new ones, which made file creation right after deleting thousands of files "
+          "several times slower.",
+          "- Peak RSS: %s" % meta.get("measure_text", ""),
+          ]
+    return L
 
 
 if __name__ == "__main__":

@@ -749,3 +749,12 @@ def test_a_first_export_asks_for_the_previous_instance_only_when_the_log_is_youn
     # old: its log; young: its log (stopped before writing), previous (400: none), its log again
     assert [r.path.split("/")[6] for r in log_requests(apiserver)].count("old") == 1
     assert len(log_requests(apiserver)) == 4
+
+
+def test_lines_longer_than_the_read_buffer_arrive_whole(cluster, apiserver, api, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["short", "y" * (3 * kubelogexporter.BLOCK_SIZE), "short again"])
+    cluster.terminate_container("shop", "web", "app")
+    cluster.pod("shop", "web").containers["app"].current.add(b"2026-11-29T10:00:09.000000000Z " + b"z" * 2_500_000)
+    assert export().ok
+    assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app") + b"\n"
