@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--cuts-per-second", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", help="also write the table, with how it was made, to this Markdown file")
     args = parser.parse_args(argv)
     trustme = __import__("trustme")
     rnd = random.Random(args.seed)
@@ -113,13 +114,23 @@ def main(argv=None) -> int:
 
     shutil.rmtree(work, ignore_errors=True)
     lines = produced * args.containers
-    print("| containers | lines/s each | seconds | lines | stream cuts | reconnects | on disk at SIGTERM "
+    table = []
+    table.append("| containers | lines/s each | seconds | lines | stream cuts | reconnects | on disk at SIGTERM "
           "| exit code, seconds to exit | follow CPU s | follow peak RSS | batch hand-over | every line once |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |")
-    print("| %d | %d | %.0f | %d | %d | %d | %.2f %% | %d, %.2f s | %.1f | %.1f MiB | exit %d | %s |" % (
+    table.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- |")
+    table.append("| %d | %d | %.0f | %d | %d | %d | %.2f %% | %d, %.2f s | %.1f | %.1f MiB | exit %d | %s |" % (
         args.containers, args.rate, args.seconds, lines, cuts, reconnects, 100.0 * on_disk / max(total, 1),
         follower.returncode, exit_seconds, usage.ru_utime + usage.ru_stime, peak, batch.returncode,
         "yes" if exact else "NO"))
+    text = "\n".join(table) + "\n"
+    sys.stdout.write(text)
+    if args.output:
+        Path(args.output).write_text(
+            "`python3 benchmarks/follow_soak.py %s` on %s, Python %s, %d CPUs: `--follow --concurrency %d` while "
+            "every container logs %d lines/s and %.1f open streams a second are cut mid-line; then SIGTERM and one "
+            "batch run (the hand-over). CPU and peak RSS (VmHWM) are the follow process's own.\n\n%s" % (
+                " ".join(argv if argv is not None else sys.argv[1:]), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                sys.version.split()[0], os.cpu_count(), args.containers, args.rate, args.cuts_per_second, text))
     return 0 if exact and follower.returncode == 0 and batch.returncode == 0 else 1
 
 
