@@ -764,6 +764,10 @@ class _State:
             self.files[relpath] = {"size": size, "ts": entry["ts"], "count": entry["count"]}
             self._unsynced.add(relpath)
             self._dirty = True
+        self.save_if_due()
+
+    def save_if_due(self) -> None:
+        """Save if the last save is STATE_SAVE_INTERVAL old and no other thread is saving."""
         if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL and self._save_lock.acquire(blocking=False):
             try:
                 self._save()
@@ -1066,7 +1070,7 @@ def _recover_cursor(path: Path, *, compressed: bool) -> Tuple[Optional[_Cursor],
                         pending.append(decompressor.unused_data)
                         decompressor = zlib.decompressobj(31)
     if decompressor is None and carry:
-        complete = offset - len(carry)
+        complete, safe = offset - len(carry), cursor
     return safe, complete
 
 
@@ -1151,6 +1155,7 @@ class _ContainerExport:
         self.client = client
         self.follow = follow  # stream the current instance with follow=true until it ends or yields its slot
         self.yield_requested = False
+        self.write_lock = threading.Lock()  # follow mode: the supervisor checkpoints quiet streams too
         self.sock: Optional[socket.socket] = None
         self.last_data = time.monotonic()
         self.checkpointed_at = time.monotonic()
@@ -1165,6 +1170,7 @@ class _ContainerExport:
         self.restarts = container.restarts
         self.held = True
         self.instance = container.restarts  # the instance being read
+        self.shift = 0  # 1 once the container is known to have restarted after the listing
         self.partial = False  # the body ended inside a line that is still being written
         self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
         self.expect_cursor = False
@@ -1223,8 +1229,11 @@ class _ContainerExport:
                 # have restarted since, its old instance being "previous" now.  Finish that one first.
                 self.probe_on_miss = self.probe_young = False
                 self.cursor_in_previous = True if self.cursor is not None else None
-                if self._export_instance(previous=True) is not None and self.cursor is not None:
-                    self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
+                self.shift = 1
+                if self._export_instance(previous=True) is not None:
+                    self.shift = 0
+                    if self.cursor is not None:
+                        self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
                 reason = self._export_instance(previous=False)
             if self.rotated is not None:
                 since, until = self.rotated
@@ -1279,6 +1288,10 @@ class _ContainerExport:
                 self.cursor, self.min_ns = cursor, None
 
     def _finish(self, c: _Container, result: "_Collector", ok: bool) -> None:
+        with self.write_lock:
+            self._finish_locked(c, result, ok)
+
+    def _finish_locked(self, c: _Container, result: "_Collector", ok: bool) -> None:
         output = self.output
         try:
             self._checkpoint(final=ok and c.state == "terminated" and not self.partial and not self.yield_requested)
@@ -1300,6 +1313,13 @@ class _ContainerExport:
                      "held": self.held, "id": self.c.container_id, "final": final, "seen": int(time.time())}
             self.state.commit(self.c.key, entry, self.relpath, size)
 
+    def checkpoint_if_due(self) -> None:
+        """A followed line then silence: record it after CHECKPOINT_SECONDS all the same (and end its gzip member)."""
+        with self.write_lock:
+            if (self.output is not None and self.last_data > self.checkpointed_at
+                    and time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS):
+                self._checkpoint()
+
     def request_yield(self) -> None:
         """Ask a follow stream to give its slot away: checkpoint and end as if the stream had ended."""
         self.yield_requested = True
@@ -1310,8 +1330,8 @@ class _ContainerExport:
         """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
         failures = 0
         self.expect_cursor = self.cursor is not None and self.cursor_in_previous is previous
-        self.instance = self.c.restarts - 1 if previous else self.c.restarts
-        follow = self.follow and not previous
+        self.instance = self.c.restarts + self.shift - (1 if previous else 0)
+        follow = self.follow and not previous and self.c.state != "terminated"  # an ended instance: read it whole
         while True:
             if self.yield_requested:
                 return None
@@ -1331,6 +1351,9 @@ class _ContainerExport:
                 if follow:
                     self.sock = self.client.current_socket()
                     self.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
+                    if self.yield_requested:  # asked while the request was being opened
+                        self.client.drop_connection()
+                        return None
                 self._copy_body(response, follow=follow,
                                 finished=previous or (not follow and self.c.state == "terminated"))
                 if self.yield_requested:
@@ -1361,7 +1384,7 @@ class _ContainerExport:
     def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False, finished: bool = False) -> None:
         """Write the body's complete lines after the cursor; ``finished``: the instance has exited, so a last
         line without a newline is complete (the runtime wrote it at exit), not one still being written."""
-        buffer = bytearray(FOLLOW_BLOCK_SIZE) if follow else _worker_buffer()
+        buffer = bytearray(FOLLOW_BLOCK_SIZE) if self.follow else _worker_buffer()
         view = memoryview(buffer)
         filled = 0
         skipping = [self.cursor is not None or self.min_ns is not None, 0]  # still skipping; lines seen at the cursor
@@ -1371,7 +1394,7 @@ class _ContainerExport:
             if stop.is_set():
                 raise _Stopped()
             if filled == len(buffer):  # a line longer than the buffer: grow it
-                buffer, view = _grown(buffer, filled, 2 * len(buffer), keep=not follow)
+                buffer, view = _grown(buffer, filled, 2 * len(buffer), keep=not self.follow)
             if follow:  # whatever has arrived, so lines reach the disk as they are written
                 chunk = response.read1(len(buffer) - filled)
                 received = len(chunk)
@@ -1385,20 +1408,21 @@ class _ContainerExport:
             if end == 0:
                 filled = total
                 continue
-            self._take(buffer, view, end, skipping)
+            with self.write_lock:
+                self._take(buffer, view, end, skipping)
+                if follow:
+                    self.last_data = time.monotonic()
+                    self.output.flush()
+                    if self.last_data - self.checkpointed_at >= CHECKPOINT_SECONDS:
+                        self._checkpoint()
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
-            if follow:
-                self.last_data = time.monotonic()
-                self.output.flush()
-                if self.last_data - self.checkpointed_at >= CHECKPOINT_SECONDS:
-                    self._checkpoint()
         if self.yield_requested:
             return
         if filled and finished and _TS_RE.match(buffer, 0):
             if filled == len(buffer):
-                buffer, view = _grown(buffer, filled, filled + 1, keep=not follow)
+                buffer, view = _grown(buffer, filled, filled + 1, keep=not self.follow)
             buffer[filled] = ord("\n")
             self._take(buffer, view, filled + 1, skipping)
             filled = 0
@@ -1620,6 +1644,7 @@ class _FollowTask:
         self.deleted = False
         self.failures = 0
         self.turns = 0  # how often it gave its stream away
+        self.refused = False
         self.outcome: Optional[_RunOutcome] = None
 
 
@@ -1651,6 +1676,7 @@ class _Follower:
         self.sequence = itertools.count()
         self.warned = False
         self.fatal: Optional[ApiError] = None
+        self.busy: set = set()  # labels (so files) being streamed: one stream per file
 
     # -- pods in -------------------------------------------------------------
 
@@ -1754,6 +1780,14 @@ class _Follower:
                 if task is None:
                     continue
                 task.queued = False
+                label = task.container.label
+                if task.deleted and any(t is not task and t.container.label == label for t in self.tasks.values()):
+                    del self.tasks[key]  # its name now belongs to a new pod: "draining" would read that one
+                    continue
+                if label in self.busy:  # another pod of the same name still writes this file
+                    self._later(task, 0.5)
+                    continue
+                self.busy.add(label)
                 job = task.job = _ContainerExport(self.client, self.store, self.options, task.container, follow=True)
                 task.started = time.monotonic()
             outcome = _RunOutcome(self.collector)
@@ -1763,6 +1797,7 @@ class _Follower:
                 _log.exception("%s: unexpected error", task.container.label)
                 outcome.fail(task.container, "unexpected error: %r" % exc)
             with self.lock:
+                self.busy.discard(label)
                 task.job, task.outcome = None, outcome
                 task.activity = max(task.activity, job.last_data)
                 self._after(task, job, outcome)
@@ -1773,12 +1808,15 @@ class _Follower:
             return
         if outcome.failed is not None:
             task.failures += 1
-            if outcome.failed.get("status") in (401, 403):
+            if outcome.failed.get("status") in (401, 403) and not task.refused:
+                task.refused = True  # reported once; retried with backoff in case the permission is granted
                 self.collector.fail(c, outcome.failed["reason"], status=outcome.failed["status"])
             self._later(task, min(MAX_BACKOFF_SECONDS, self.client.backoff * 2 ** task.failures))
             return
         task.failures = 0
-        if job.yield_requested:
+        if job.c is not task.container and not task.deleted:
+            self._enqueue(task)  # the pod changed while this run used its old status: run again with the new
+        elif job.yield_requested:
             task.turns += 1
             self._enqueue(task)
         elif task.deleted or outcome.skipped == "pod deleted":
@@ -1801,6 +1839,12 @@ class _Follower:
                 task = self.tasks.get(key)
                 if task is not None:
                     self._enqueue(task)
+            for task in self.tasks.values():
+                if task.job is not None:
+                    with contextlib.suppress(OSError):  # the stream's own next write reports a full disk
+                        task.job.checkpoint_if_due()
+            if self.store is not None:
+                self.store.save_if_due()
             waiting = len(self.queue)
             if not waiting:
                 return
@@ -1837,6 +1881,8 @@ def _follow(client: KubeClient, store: Optional[_State], options: _Options, coll
     if not sources:
         try:
             sources = [(None, follower.relist(None))]
+        except _Stopped:
+            return
         except ApiError as exc:
             own = account_dir / SERVICE_NAMESPACE_FILENAME
             if exc.status != 403 or explicit_all or not own.is_file():

@@ -758,3 +758,47 @@ def test_lines_longer_than_the_read_buffer_arrive_whole(cluster, apiserver, api,
     cluster.pod("shop", "web").containers["app"].current.add(b"2026-11-29T10:00:09.000000000Z " + b"z" * 2_500_000)
     assert export().ok
     assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app") + b"\n"
+
+
+def test_quiet_rerun_after_restart_after_listing_reports_no_gap(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["old 0", "old 1"])
+    assert export().ok
+    cluster.append_log("shop", "web", "app", ["old after run"])
+    apiserver.faults.before_log(restart_with(cluster, "new 0", "new 1"), pod="web")
+    r2 = export()
+    assert r2.ok and r2.gaps == []
+    r3 = export()  # nothing happened in between
+    assert r3.gaps == [], r3.gaps
+
+
+def test_quiet_rerun_after_restart_after_listing_of_first_export(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["first 0", "first 1"], at=time.time_ns())
+    apiserver.faults.before_log(restart_with(cluster, "second 0"), pod="web")
+    r1 = export()
+    assert r1.ok and r1.gaps == []
+    r2 = export()
+    assert r2.gaps == [], r2.gaps
+
+
+def test_a_crash_torn_plain_file_without_state_is_continued_not_doubled(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["line %d" % i for i in range(5)])
+    assert export().ok
+    (export.output / kubelogexporter.STATE_FILENAME).unlink()       # state lost...
+    path = export.output / "shop" / "web" / "app.log"
+    with open(path, "ab") as f:                                       # ...and a crash tore the last write
+        f.write(b"2026-11-29T10:00:00.006000000Z li")
+    cluster.append_log("shop", "web", "app", ["line 5"])
+    assert export().ok
+    body = cluster.log_bytes("shop", "web", "app")
+    assert path.read_bytes() == body, path.read_bytes().count(b"line 0")
+
+
+def test_recover_cursor_unit(tmp_path):
+    p = tmp_path / "f.log"
+    p.write_bytes(b"2026-11-29T10:00:00.000000000Z a\n2026-11-29T10:00:01.000000000Z b\n2026-11-29T10:00:02.0")
+    cursor, complete = kubelogexporter._recover_cursor(p, compressed=False)
+    assert complete == 66
+    assert cursor is not None and cursor.count == 1, cursor

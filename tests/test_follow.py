@@ -1,11 +1,14 @@
 """Follow mode: lines archived as they are written, pods found by a watch, the same exactness as batch runs."""
 
 import contextlib
+import gzip
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,144 @@ def test_follow_excludes_dry_run_and_no_state(tmp_path, service_account):
     for options in ({"dry_run": True}, {"state": False}):
         with pytest.raises(kubelogexporter.ConfigError, match="follow mode keeps a state"):
             export_logs(tmp_path, account_dir=service_account, environ={}, follow=True, **options)
+
+
+# -- found in the second review ------------------------------------------------
+
+
+def log_reqs(apiserver, pod):
+    return [r for r in apiserver.requests if r.path.endswith("/pods/%s/log" % pod)]
+
+
+def test_a_yield_asked_while_the_stream_opens_is_not_lost(cluster, apiserver, follow):
+    cluster.add_pod("shop", "quiet")
+    apiserver.faults.before_log(lambda *a: time.sleep(1.0), pod="quiet")  # a slow kubelet answer
+    with follow(concurrency=1):
+        wait_for(lambda: log_reqs(apiserver, "quiet"))
+        cluster.add_pod("shop", "busy")
+        cluster.append_log("shop", "busy", "app", ["waiting for a stream"])
+        wait_for(lambda: content(follow.output / "shop" / "busy" / "app.log").endswith(b"waiting for a stream\n"),
+                 timeout=8)
+
+
+def test_the_last_line_of_a_container_that_exits_while_followed(cluster, apiserver, follow):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    real = apiserver._follow
+
+    def slow_end(*a, **k):  # the kubelet notices the exit after the API server has reported it
+        yield from real(*a, **k)
+        time.sleep(0.5)
+
+    apiserver._follow = slow_end
+    path = follow.output / "shop" / "web" / "app.log"
+    with follow():
+        wait_for(lambda: content(path).endswith(b" hello\n"))
+        cluster.pod("shop", "web").containers["app"].current.add(b"2026-11-29T10:00:05.000000000Z bye")
+        cluster.terminate_container("shop", "web", "app")
+        wait_for(lambda: content(path).endswith(b" bye\n"), timeout=6)
+
+
+def read_log(path, compressed):
+    """A followed file's text so far (of a gzip file: its members, the last one possibly still open)."""
+    data, text = content(path), []
+    while compressed and data:
+        member = zlib.decompressobj(31)
+        text.append(member.decompress(data))
+        data = member.unused_data if member.eof else b""
+    return b"".join(text) if compressed else data
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_pod_recreated_under_its_name_while_followed_has_one_writer(cluster, apiserver, follow, compressed):
+    cluster.add_pod("shop", "db-0")
+    cluster.append_log("shop", "db-0", "app", ["old pod"])
+    path = follow.output / "shop" / "db-0" / ("app.log.gz" if compressed else "app.log")
+    with follow(gzip=compressed):
+        wait_for(lambda: read_log(path, compressed).endswith(b" old pod\n"))
+        old = cluster.log_bytes("shop", "db-0", "app")
+        # It exits mid-line (its record never becomes final), then a StatefulSet replaces the pod at once.
+        cluster.pod("shop", "db-0").containers["app"].current.add(b"2026-11-29T10:00:05.000000000Z bye")
+        old += b"2026-11-29T10:00:05.000000000Z bye\n"
+        cluster.terminate_container("shop", "db-0", "app")
+        wait_for(lambda: read_log(path, compressed) == old)
+        with cluster.lock:
+            cluster.delete_pod("shop", "db-0")
+            cluster.add_pod("shop", "db-0")
+            cluster.append_log("shop", "db-0", "app", ["new pod 0"], at=time.time_ns())
+        for i in range(1, 20):
+            cluster.append_log("shop", "db-0", "app", ["new pod %d" % i])
+        # Two streams writing one file at once would interleave or corrupt it (the gzip members).
+        wait_for(lambda: read_log(path, compressed) == old + cluster.log_bytes("shop", "db-0", "app"))
+    if compressed:  # every member closed at the end: the file decompresses whole
+        assert gzip.decompress(path.read_bytes()) == old + cluster.log_bytes("shop", "db-0", "app")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_followed_line_then_silence_is_checkpointed(cluster, apiserver, follow, monkeypatch, compressed):
+    monkeypatch.setattr(kubelogexporter, "CHECKPOINT_SECONDS", 0.2)
+    monkeypatch.setattr(kubelogexporter, "STATE_SAVE_INTERVAL", 0.2)
+    cluster.add_pod("shop", "web")
+    path = follow.output / "shop" / "web" / ("app.log.gz" if compressed else "app.log")
+    state = follow.output / kubelogexporter.STATE_FILENAME
+
+    def recorded():
+        if not state.exists():
+            return False
+        record = json.loads(state.read_text())["files"].get("shop/web/app.log" + (".gz" if compressed else ""))
+        return bool(record) and record["size"] == path.stat().st_size
+
+    with follow(gzip=compressed):
+        wait_for(lambda: log_reqs(apiserver, "web"))
+        cluster.append_log("shop", "web", "app", ["one quiet line"])
+        wait_for(recorded)  # no further data arrives: the supervisor checkpoints it
+        assert read_log(path, compressed).endswith(b" one quiet line\n")
+
+
+def test_follow_workers_keep_no_batch_sized_buffers(cluster, apiserver, follow, monkeypatch):
+    kept = {}
+    real = kubelogexporter._worker_buffer
+
+    def spy():
+        buffer = real()
+        kept[threading.current_thread().ident] = len(buffer)
+        return buffer
+
+    monkeypatch.setattr(kubelogexporter, "_worker_buffer", spy)
+    for i in range(6):
+        cluster.add_pod("shop", "web-%d" % i)
+        cluster.append_log("shop", "web-%d" % i, "app", ["first instance"])
+    with follow(concurrency=6):
+        for i in range(6):
+            wait_for(lambda: content(follow.output / "shop" / ("web-%d" % i) / "app.log").endswith(b"first instance\n"))
+        for i in range(6):
+            cluster.restart_container("shop", "web-%d" % i, "app")   # CrashLoopBackOff does this all day
+            cluster.append_log("shop", "web-%d" % i, "app", ["second instance"])
+        for i in range(6):
+            wait_for(lambda: content(follow.output / "shop" / ("web-%d" % i) / "app.log").endswith(b"second instance\n"))
+    assert sum(kept.values()) <= 6 * kubelogexporter.FOLLOW_BLOCK_SIZE
+
+
+def test_a_refused_log_is_recorded_once(cluster, apiserver, follow):
+    cluster.add_pod("shop", "web")
+    apiserver.faults.fail(status=403, times=None, path_contains="/log", message="forbidden")
+    with follow(backoff=0.001) as outcome:
+        wait_for(lambda: len(log_reqs(apiserver, "web")) >= 4)  # refused, retried with backoff, refused...
+    assert len(outcome["result"].failed) == 1
+
+
+def test_sigterm_during_the_first_listing_of_follow_mode(cluster, apiserver, service_account, tmp_path):
+    cluster.add_pod("shop", "web")
+    apiserver.faults.throttle(times=1, retry_after=20, path_contains="/pods")
+    args = [sys.executable, str(ROOT / "kubelogexporter.py"), "--server", apiserver.url,
+            "--token-file", str(service_account / "token"), "--ca-file", str(service_account / "ca.crt"),
+            "-o", str(tmp_path / "logs"), "--follow"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(r.status == 429 for r in apiserver.requests))  # it waits out Retry-After: 20
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(10)
+        assert code == 0 and "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
