@@ -26,7 +26,9 @@ def test_quick_benchmark_runs(tmp_path):
     out = tmp_path / "report" / "BENCHMARKS.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # kubectl in the venv
-    r = subprocess.run([sys.executable, str(RUN), "--quick", "--output", str(out), "--workdir", str(tmp_path / "work")],
+    sizes = ["--sizes", "1", "--pods", "6", "--multi-pods", "2", "--quiet-pods", "2", "--quiet-log-kib", "4"]
+    r = subprocess.run([sys.executable, str(RUN), "--quick", "--output", str(out), "--workdir", str(tmp_path / "work")]
+                       + sizes,
                        capture_output=True, text=True, timeout=110, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = out.read_text()

@@ -36,6 +36,7 @@ def content(path):
 def follow(apiserver, service_account, tmp_path, monkeypatch):
     """Run export_logs(follow=True) in a thread; the context's exit stops it and gives the result."""
     monkeypatch.setattr(kubelogexporter, "IDLE_RELEASE_SECONDS", 0.2)
+    monkeypatch.setattr(kubelogexporter, "CHECKPOINT_SECONDS", 0.2)
     output = tmp_path / "logs"
     outcome = {}
 
