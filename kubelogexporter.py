@@ -287,6 +287,18 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _pods_request(namespace: Optional[str], label_selector: Optional[str], field_selector: Optional[str],
+                  **params: str) -> Tuple[str, Dict[str, str]]:
+    """Path and query of a pod list or watch, in one namespace or (None) all of them."""
+    path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
+    query = dict(params)
+    if label_selector:
+        query["labelSelector"] = label_selector
+    if field_selector:
+        query["fieldSelector"] = field_selector
+    return path, query
+
+
 def _log_path(namespace: str, pod: str) -> str:
     return "/api/v1/namespaces/%s/pods/%s/log" % (_quote(namespace), _quote(pod))
 
@@ -542,12 +554,7 @@ class KubeClient:
         ``list_meta``, when given, receives the first page's list metadata (its
         resourceVersion is where a watch continues from).
         """
-        path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
-        query = {"limit": str(page_size)}
-        if label_selector:
-            query["labelSelector"] = label_selector
-        if field_selector:
-            query["fieldSelector"] = field_selector
+        path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
         restarts = 0
         page = dict(query)
         while True:
@@ -574,13 +581,9 @@ class KubeClient:
 
         Raises ApiError 410 when that version is too old (relist, then watch again).
         """
-        path = "/api/v1/namespaces/%s/pods" % _quote(namespace) if namespace else "/api/v1/pods"
-        query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
-                 "timeoutSeconds": str(timeout_seconds)}
-        if label_selector:
-            query["labelSelector"] = label_selector
-        if field_selector:
-            query["fieldSelector"] = field_selector
+        path, query = _pods_request(namespace, label_selector, field_selector, watch="true",
+                                    allowWatchBookmarks="true", resourceVersion=resource_version,
+                                    timeoutSeconds=str(timeout_seconds))
         response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
         self._local.conn.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
         try:
@@ -1565,12 +1568,21 @@ class _Collector:
     def add_bytes(self, count: int, relpath: str) -> None:
         with self.lock:
             self.result.bytes_written += count
-            if count:
+            if count and relpath not in self.files:  # a followed file is written by many runs
+                self.files.add(relpath)
                 self.result.files.append(relpath)
 
     def done(self) -> None:
         if self.progress is not None:
             self.progress(self.result)
+
+
+def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path) -> str:
+    """The pod's own namespace, when listing all namespaces was forbidden and -A was not asked for; else re-raise."""
+    own = account_dir / SERVICE_NAMESPACE_FILENAME
+    if exc.status != 403 or explicit_all or not own.is_file():
+        raise exc
+    return own.read_text().strip()
 
 
 def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool, account_dir: Path,
@@ -1583,10 +1595,7 @@ def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool
     try:
         first = next(pods, None)
     except ApiError as exc:
-        own = account_dir / SERVICE_NAMESPACE_FILENAME
-        if exc.status != 403 or explicit_all or not own.is_file():
-            raise
-        namespace = own.read_text().strip()
+        namespace = _own_namespace_instead(exc, explicit_all, account_dir)
         result.notes.append("cannot list pods in all namespaces (forbidden); exporting namespace %s only" % namespace)
         yield from client.list_pods(namespace, label_selector=selector, field_selector=field_selector)
         return
@@ -1625,11 +1634,7 @@ class _RunOutcome:
     unchanged = exported
 
     def add_bytes(self, count: int, relpath: str) -> None:
-        with self.shared.lock:
-            self.shared.result.bytes_written += count
-            if count and relpath not in self.shared.files:
-                self.shared.files.add(relpath)
-                self.shared.result.files.append(relpath)
+        self.shared.add_bytes(count, relpath)
 
 
 class _FollowTask:
@@ -1884,10 +1889,7 @@ def _follow(client: KubeClient, store: Optional[_State], options: _Options, coll
         except _Stopped:
             return
         except ApiError as exc:
-            own = account_dir / SERVICE_NAMESPACE_FILENAME
-            if exc.status != 403 or explicit_all or not own.is_file():
-                raise
-            namespace = own.read_text().strip()
+            namespace = _own_namespace_instead(exc, explicit_all, account_dir)
             collector.result.notes.append("cannot list pods in all namespaces (forbidden); following namespace %s only"
                                           % namespace)
             sources = [(namespace, None)]
