@@ -74,7 +74,7 @@ DEFAULT_SERVER = "https://kubernetes.default.svc"
 DEFAULT_OUTPUT_DIR = "logs"
 STATE_FILENAME = ".kubelogexporter-state.json"
 LOCK_FILENAME = ".kubelogexporter.lock"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: a cursor of (ts, count) and no inode; still read
 STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run
 STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
 
@@ -143,16 +143,8 @@ class ApiError(ExportError):
         return '"%s %s" %s' % (self.verb, self.resource, where)
 
 
-class _KubeletError(Exception):
-    """A line without a timestamp in a timestamps=true body: the kubelet's error text."""
-
-
 class _Stopped(Exception):
     """The run was asked to stop (SIGTERM, SIGINT)."""
-
-
-class _CursorMissing(Exception):
-    """The instance that should hold the last exported line does not."""
 
 
 # ---------------------------------------------------------------------------
@@ -206,13 +198,6 @@ def _parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError("not a duration: %r (use e.g. 90s, 15m, 2h, 1d)" % text)
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
-class _Cursor(NamedTuple):
-    """The last line written for a container: its time and how many lines carry exactly that time."""
-
-    ns: int
-    count: int
 
 
 # ---------------------------------------------------------------------------
@@ -418,6 +403,11 @@ class KubeClient:
 
     def __repr__(self) -> str:
         return "KubeClient(%r)" % self.server
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a read may wait; a log stream without a complete line for this long is stalled."""
+        return self._timeout
 
     # -- connections ---------------------------------------------------------
 
@@ -700,29 +690,24 @@ def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
     return found
 
 
-def _in_shard(namespace: str, pod: str, index: int, count: int) -> bool:
-    # crc32 is stable across runs, machines and Python versions (hash() is salted).
-    return zlib.crc32(("%s/%s" % (namespace, pod)).encode()) % count == index
-
-
 # ---------------------------------------------------------------------------
 # State
 # ---------------------------------------------------------------------------
 
 
 class _State:
-    """Per container, the last line on disk; per file, the size that line ends at.
+    """Per container, the last line on disk and the instance holding it; per file, its size, inode and last line.
 
-    Bytes past a file's recorded size were written after the last checkpoint
-    and are cut off before the file is appended to again, so a crash, kill or
-    full disk never leaves a doubled line.  A save first makes the files it
-    records durable, all at once, then writes the state: never the other way.
+    A file longer than its record was written after the last checkpoint by a run
+    that died: it is continued after its own last complete line, never cut back.
+    A save first makes the files it records durable, all at once, then writes the
+    state: never the other way round.
     """
 
     def __init__(self, path: Optional[Path]):
         self.path = path
         self.containers: Dict[str, Dict[str, Any]] = {}
-        self.files: Dict[str, Dict[str, Any]] = {}  # relpath -> size, and the cursor of its last line
+        self.files: Dict[str, Dict[str, Any]] = {}  # relpath -> size, inode, and the anchor of its last line
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one save at a time, so an older snapshot never lands last
         self._saved_at = time.monotonic()
@@ -738,12 +723,12 @@ class _State:
             return
         except (OSError, ValueError) as exc:
             raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch" % (self.path, exc)) from None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        if not isinstance(data, dict) or data.get("version") not in (1, STATE_VERSION):
             raise ConfigError("state file %s has an unknown format: move it away to export from scratch" % self.path)
         self.containers = dict(data.get("containers") or {})
         self.files = dict(data.get("files") or {})
 
-    def get(self, key: str) -> Optional[Dict[str, Any]]:
+    def record(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
             entry = self.containers.get(key)
             return dict(entry) if entry else None
@@ -753,18 +738,18 @@ class _State:
             record = self.files.get(relpath)
             return dict(record) if record else None
 
-    def register_file(self, relpath: str, size: int) -> None:
+    def register_file(self, relpath: str, record: Dict[str, Any]) -> None:
         """Record a new file before its first byte, for files whose last line cannot be read back."""
         with self._lock:
-            self.files[relpath] = {"size": size}
+            self.files[relpath] = record
             self._dirty = True
         self.save()
 
-    def commit(self, key: str, entry: Dict[str, Any], relpath: str, size: int) -> None:
-        """Record lines written (not yet durable) up to ``size``; the next save makes them so, then records them."""
+    def commit(self, key: str, entry: Dict[str, Any], relpath: str, file_record: Dict[str, Any]) -> None:
+        """Record lines written (not yet durable); the next save makes them so, then records them."""
         with self._lock:
             self.containers[key] = entry
-            self.files[relpath] = {"size": size, "ts": entry["ts"], "count": entry["count"]}
+            self.files[relpath] = file_record
             self._unsynced.add(relpath)
             self._dirty = True
         self.save_if_due()
@@ -930,7 +915,7 @@ class _FdWriter:
 class _OutputFile:
     """A log file appended to in place, or, without state, written aside and renamed over the old one."""
 
-    def __init__(self, path: Path, *, compress: bool, replace: bool, committed: Optional[int]):
+    def __init__(self, path: Path, *, compress: bool, replace: bool):
         self.path = path
         self.compress = compress
         self.replace = replace
@@ -942,14 +927,13 @@ class _OutputFile:
         self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid())) if replace else path
         try:  # a new file gets its mode from open(); an old one may need it set
             self._fd = os.open(self._target, flags | os.O_EXCL, 0o600)
-            self.committed = 0
         except FileExistsError:
             self._fd = os.open(self._target, flags | (os.O_TRUNC if replace else 0), 0o600)
             os.fchmod(self._fd, 0o600)
-            self.committed = os.fstat(self._fd).st_size
-            if committed is not None:
-                self.truncate(committed)  # bytes from a run that died before its checkpoint
-            os.lseek(self._fd, self.committed, os.SEEK_SET)
+        info = os.fstat(self._fd)
+        self.ino = info.st_ino
+        self.size = self.committed = info.st_size  # committed: where the last checkpoint ended
+        os.lseek(self._fd, self.size, os.SEEK_SET)
 
     def write(self, data: memoryview) -> None:
         if self.compress:
@@ -977,17 +961,18 @@ class _OutputFile:
         if self._gzip is not None:
             self._gzip.close()
             self._gzip = None
-        self.committed = os.lseek(self._fd, 0, os.SEEK_CUR)
+        self.committed = self.size = os.lseek(self._fd, 0, os.SEEK_CUR)
         return self.committed
 
     def truncate(self, size: int) -> None:
+        """Cut what follows ``size``: only ever a torn line, or a --no-timestamps run's lines past its checkpoint."""
         if size < self.committed:
             os.ftruncate(self._fd, size)
             os.lseek(self._fd, size, os.SEEK_SET)
-            self.committed = size
+            self.committed = self.size = size
 
     def rollback(self) -> None:
-        """Drop what was written since the last checkpoint (after a write error)."""
+        """Drop what was written since the last checkpoint (a write error, a long line cut in the middle)."""
         if self._sink is not None:
             self._sink.discarded = True  # the abandoned member must not write when it is collected
         self._gzip = None
@@ -1007,42 +992,54 @@ class _OutputFile:
                     os.unlink(self._target)
 
 
-def _tail_cursor(buffer: bytes, start: int, end: int, last: int, previous: Optional[_Cursor]) -> _Cursor:
-    """The cursor after the complete lines buffer[start:end], whose last line starts at ``last``.
-
-    Counts back over the lines that carry the last line's exact timestamp; if
-    they fill the whole range, the count goes on from ``previous``.
-    """
-    match = _TS_RE.match(buffer, last)
-    stamp, ns = match.group(0), _match_ns(match)
-    count, pos = 1, last
-    while pos > start:
-        prior = max(buffer.rfind(b"\n", start, pos - 1) + 1, start)
-        if not buffer.startswith(stamp, prior):
-            return _Cursor(ns, count)
-        count, pos = count + 1, prior
-    if previous is not None and previous.ns == ns:
-        count += previous.count
-    return _Cursor(ns, count)
-
-
 def _last_line_start(buffer: bytes, start: int, end: int) -> int:
     return max(buffer.rfind(b"\n", start, end - 1) + 1, start)
 
 
-def _recover_cursor(path: Path, *, compressed: bool) -> Tuple[Optional[_Cursor], int]:
-    """(cursor, size of the complete part) of a timestamped log file the state has no record of.
+def _recover_anchor(path: Path, *, compressed: bool,
+                    start: Optional[Mapping[str, Any]] = None) -> Tuple[Optional[_Anchor], int]:
+    """(anchor of the last complete line, size of the complete part) of a timestamped log file.
 
-    Streams the file in blocks (gzip members one by one), so memory stays flat;
-    what follows the last complete line (or gzip member) is a crashed run's.
+    Reads from ``start``, a file record of the state (a size the file had, which ends a line and a gzip member, and
+    the anchor there), or from the beginning.  What follows the last complete line (or whole gzip member) is a
+    torn write of a run that died.
     """
-    cursor: Optional[_Cursor] = None
-    safe: Optional[_Cursor] = None  # the cursor where ``complete`` ends
-    complete = 0
-    carry = b""
+    if start is None and not compressed:
+        tail = _plain_tail(path)
+        if tail is not None:
+            return tail
+    offset = int(start["size"]) if start else 0
+    anchor = _Anchor.from_record(start) if start else None
+    return _scan_anchor(path, compressed, offset, anchor)
+
+
+def _plain_tail(path: Path) -> Optional[Tuple[Optional[_Anchor], int]]:
+    """The last line of a plain file from its last block alone; None when the block cannot tell."""
     with open(path, "rb") as handle:
-        offset = 0
-        decompressor = zlib.decompressobj(31) if compressed else None
+        size = handle.seek(0, os.SEEK_END)
+        window = min(size, BLOCK_SIZE)
+        handle.seek(size - window)
+        data = bytearray(handle.read(window))
+    end = data.rfind(b"\n") + 1
+    first = 0 if window == size else data.find(b"\n") + 1  # the first line wholly in the block
+    if end == 0:
+        return (None, 0) if window == size else None
+    last = _last_line_start(data, first, end)
+    match = _TS_RE.match(data, last)
+    if match is None:
+        raise ValueError("its last line has no timestamp; move it away to export it anew")
+    if window != size and (last == first or data.startswith(match.group(0), first)):
+        return None  # the line or its run of equal times may begin before the block
+    return _tail_anchor(data, memoryview(data), first, end, None), size - window + end
+
+
+def _scan_anchor(path: Path, compressed: bool, offset: int, anchor: Optional[_Anchor]) -> Tuple[Optional[_Anchor], int]:
+    """Stream the file from ``offset`` (gzip members one by one), so memory stays flat but for one line."""
+    safe, complete = anchor, offset  # the anchor where the complete part ends
+    carry = b""
+    decompressor = zlib.decompressobj(31) if compressed else None
+    with open(path, "rb") as handle:
+        handle.seek(offset)
         while True:
             raw = handle.read(BLOCK_SIZE)
             if not raw:
@@ -1058,33 +1055,712 @@ def _recover_cursor(path: Path, *, compressed: bool) -> Tuple[Optional[_Cursor],
                     except zlib.error:
                         return safe, complete  # a member cut by a crash
                     offset += len(chunk) - len(decompressor.unused_data)
-                buffer = carry + data
+                buffer = bytearray(carry + data)
                 end = buffer.rfind(b"\n") + 1
                 if end:
-                    last = _last_line_start(buffer, 0, end)
-                    if not _TS_RE.match(buffer, last):
+                    if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
                         raise ValueError("its last line has no timestamp; move it away to export it anew")
-                    cursor = _tail_cursor(buffer, 0, end, last, cursor)
-                carry = buffer[end:]
+                    anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
+                carry = bytes(buffer[end:])
                 if decompressor is None or decompressor.eof:  # a whole member: lines up to here are safe
                     if not carry:
-                        complete, safe = offset, cursor
+                        complete, safe = offset, anchor
                     if decompressor is not None:
                         pending.append(decompressor.unused_data)
                         decompressor = zlib.decompressobj(31)
-    if decompressor is None and carry:
-        complete, safe = offset - len(carry), cursor
+    if decompressor is None:
+        complete, safe = offset - len(carry), anchor
     return safe, complete
 
 
 # ---------------------------------------------------------------------------
-# Export
+# Resume: which lines of an answer go to the file
+# ---------------------------------------------------------------------------
+
+# The runtime stamps a line when it reads it from the container's stdout or stderr, so a log file can hold a line
+# stamped slightly before the line written ahead of it.  The kubelet serves the file in file order and drops every
+# line stamped before sinceTime (whole seconds) wherever it stands.  So a resume asks from at least RACE_SECONDS
+# before the last line written, finds that line by its place among the lines served, and writes exactly what
+# follows it, whatever the timestamps.  The bound: a line stamped more than RACE_SECONDS before a line already
+# exported, but written after it, is out of reach (races between stdout and stderr are of microseconds).
+RACE_SECONDS = 1
+_RACE_NS = RACE_SECONDS * NS_PER_SECOND
+# A line that does not start with a timestamp: the kubelet's error text, wherever it falls in a body.
+_UNSTAMPED_RE = re.compile(rb"\n(?!\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d) )")
+
+
+class _Anchor(NamedTuple):
+    """The last line written for a container, as served: its time, its place in the run of lines of exactly that
+    time that ends with it (1 = the first), and a CRC-32 of the line, so that a line of another file with the same
+    time is not taken for it."""
+
+    ns: int
+    run: int
+    crc: Optional[int]  # None: from a state file of version 1
+
+    @property
+    def since(self) -> int:
+        """The sinceTime of a resume after this line: a whole second, at least RACE_SECONDS before it."""
+        return (self.ns // NS_PER_SECOND - RACE_SECONDS) * NS_PER_SECOND
+
+    def record(self) -> Dict[str, Any]:
+        return {"ts": _format_ts(self.ns), "run": self.run, "crc": self.crc}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Optional["_Anchor"]:
+        """The anchor a state record holds (version 1 said ``count`` for ``run`` and kept no CRC)."""
+        if not record.get("ts"):
+            return None
+        crc = record.get("crc")
+        return cls(parse_timestamp(str(record["ts"])), int(record.get("run", record.get("count", 1))),
+                   None if crc is None else int(crc))
+
+
+def _tail_anchor(buffer: bytearray, view: memoryview, start: int, end: int, before: Optional[_Anchor]) -> _Anchor:
+    """The anchor of the last of the complete, timestamped lines buffer[start:end].
+
+    Counts back over the lines that carry the last line's exact timestamp; if they fill the whole range, the run
+    goes on from ``before``, the line written just ahead of them.
+    """
+    last = _last_line_start(buffer, start, end)
+    match = _TS_RE.match(buffer, last)
+    stamp, ns = match.group(0), _match_ns(match)
+    run, pos = 1, last
+    while pos > start:
+        prior = max(buffer.rfind(b"\n", start, pos - 1) + 1, start)
+        if not buffer.startswith(stamp, prior):
+            return _Anchor(ns, run, zlib.crc32(view[last:end - 1]))
+        run, pos = run + 1, prior
+    if before is not None and before.ns == ns:
+        run += before.run
+    return _Anchor(ns, run, zlib.crc32(view[last:end - 1]))
+
+
+class _AnchorMissing(Exception):
+    """The answer went past where the anchor's line would be, or ended without it: that line is not there."""
+
+
+class _Young(Exception):
+    """A first export's current log starts after the listing: the container may have restarted since."""
+
+
+class _OpenLine:
+    """A line longer than the read buffer, handed on in pieces as they arrive."""
+
+    __slots__ = ("ns", "anchor", "crc", "write", "candidate", "error")
+
+    def __init__(self, ns: int, anchor: Optional[_Anchor], write: bool, candidate: bool, error: bytes = b""):
+        self.ns, self.anchor, self.write, self.candidate, self.error = ns, anchor, write, candidate, error
+        self.crc = 0
+
+
+class _LineFilter:
+    """Decides, for the lines of one answer in the order served, which go to the file.
+
+    The lines up to and including ``anchor`` are on disk already and are dropped; every line after it is written.
+    The state is explicit: ``found`` (the anchor is behind us, or there was none), ``last`` (the anchor of the last
+    line written: the file's last line), ``first_ns`` (the time of the first line written, the end of a gap) and
+    ``errors`` (text without a timestamp: the kubelet's error messages, reported and never archived).
+    """
+
+    def __init__(self, anchor: Optional[_Anchor], last: Optional[_Anchor], write: Callable[[memoryview], None], *,
+                 strip: bool, before_long_line: Callable[["_LineFilter"], None], young_ns: Optional[int] = None):
+        self.anchor = anchor
+        self.found = anchor is None
+        self.last = last
+        self.first_ns: Optional[int] = None
+        self.errors: List[str] = []
+        self._write = write
+        self._strip = strip
+        self._before_long_line = before_long_line
+        self._young_ns = young_ns  # a first line written stamped at or after this raises _Young
+        self._limit = anchor.ns + _RACE_NS if anchor is not None else 0
+        self._run_ns: Optional[int] = None  # while searching: the time of the run of equal times so far
+        self._run = 0
+        self.open: Optional[_OpenLine] = None
+
+    # -- complete lines ------------------------------------------------------
+
+    def lines(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
+        """Handle the complete lines buffer[start:end]."""
+        if not self.found:
+            start = self._search(buffer, view, start, end)
+        while start < end:
+            if not _TS_RE.match(buffer, start):
+                start = self._error_line(buffer, start, end)
+                continue
+            bad = _UNSTAMPED_RE.search(buffer, start, end - 1)
+            good = bad.end() if bad is not None else end
+            self._write_lines(buffer, view, start, good)
+            start = good
+
+    def _search(self, buffer: bytearray, view: memoryview, start: int, end: int) -> int:
+        """Drop the lines up to the anchor; return where the lines after it start (``end`` while not found yet)."""
+        anchor = self.anchor
+        while start < end:
+            stop = buffer.index(b"\n", start) + 1
+            match = _TS_RE.match(buffer, start)
+            if match is None:
+                self._error_line(buffer, start, end)
+            elif self._searched(_match_ns(match)) and (anchor.crc is None or zlib.crc32(view[start:stop - 1]) == anchor.crc):
+                self.found = True
+                return stop
+            start = stop
+        return end
+
+    def _searched(self, ns: int) -> bool:
+        """Count one more served line of time ``ns``; True when its place matches the anchor's."""
+        if ns > self._limit:
+            raise _AnchorMissing()
+        if ns == self._run_ns:
+            self._run += 1
+        else:
+            self._run_ns, self._run = ns, 1
+        return ns == self.anchor.ns and self._run == self.anchor.run
+
+    def _error_line(self, buffer: bytearray, start: int, end: int) -> int:
+        stop = buffer.index(b"\n", start, end) + 1
+        self.errors.append(bytes(buffer[start:min(stop, start + 500)]).decode("utf-8", "replace").strip())
+        return stop
+
+    def _write_lines(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
+        if self.first_ns is None:
+            self._first(_match_ns(_TS_RE.match(buffer, start)))
+        anchor = _tail_anchor(buffer, view, start, end, self.last)
+        data = view[start:end]
+        self._write(memoryview(_TS_PREFIX_RE.sub(b"", data)) if self._strip else data)
+        self.last = anchor
+
+    def _first(self, ns: int) -> None:
+        if self._young_ns is not None and ns >= self._young_ns:
+            raise _Young()
+        self.first_ns = ns
+
+    # -- a line longer than the buffer ---------------------------------------
+
+    def piece(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
+        """A part of a line without its newline: the first part (``open`` is None) or one after it."""
+        line = self.open
+        if line is None:
+            match = _TS_RE.match(buffer, start)
+            if match is None:
+                line = self.open = _OpenLine(0, None, False, False, bytes(view[start:start + 500]))
+            else:
+                ns = _match_ns(match)
+                last = self.last
+                if self.found:
+                    if self.first_ns is None:
+                        self._first(ns)
+                    self._before_long_line(self)  # the file then ends at a complete line if this one is cut
+                    run = last.run + 1 if last is not None and last.ns == ns else 1
+                    line = self.open = _OpenLine(ns, _Anchor(ns, run, None), True, False)
+                else:
+                    line = self.open = _OpenLine(ns, None, False, self._searched(ns))
+            first = True
+        else:
+            first = False
+        data = view[start:end]
+        if line.write or line.candidate:
+            line.crc = zlib.crc32(data, line.crc)
+        if line.write:
+            self._write(memoryview(_TS_PREFIX_RE.sub(b"", data)) if self._strip and first else data)
+
+    def end_piece(self, buffer: bytearray, view: memoryview, end: int) -> None:
+        """The last part of the open line: view[:end], newline included."""
+        line, self.open = self.open, None
+        if line.error:
+            self.errors.append(line.error.decode("utf-8", "replace").strip())
+            return
+        if line.write or line.candidate:
+            line.crc = zlib.crc32(view[:end - 1], line.crc)
+        if line.write:
+            self._write(view[:end])
+            self.last = line.anchor._replace(crc=line.crc)
+        elif line.candidate and (self.anchor.crc is None or line.crc == self.anchor.crc):
+            self.found = True
+
+    def finish(self) -> None:
+        """The answer ended: an anchor not met by now is not in it."""
+        if not self.found:
+            raise _AnchorMissing()
+
+
+# ---------------------------------------------------------------------------
+# Export: one container
+# ---------------------------------------------------------------------------
+
+
+class _Read(NamedTuple):
+    """One request for one instance of a container's log, and what its answer means."""
+
+    previous: bool
+    anchor: Optional[_Anchor] = None  # write what follows this line, which the answer should hold
+    since_ns: Optional[int] = None  # without an anchor: the lines from this time on (None: all)
+    search: bool = False  # the current instance lacking the anchor's line may have restarted after the listing
+    young: bool = False  # a first export's current instance, which may have restarted after the listing
+    quiet: bool = False  # the anchor comes from the file alone: its line missing is no gap worth reporting
+
+    @property
+    def since_time(self) -> Optional[int]:
+        return self.anchor.since if self.anchor is not None else self.since_ns
+
+
+class _Plan(NamedTuple):
+    reads: Tuple[_Read, ...]
+    lost: int = 0  # instances that restarted away between runs, their lines lost
+
+
+def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
+          since_ns: Optional[int], use_state: bool) -> _Plan:
+    """Which instances of a container to read, and from where.
+
+    ``record`` is the state's record of the container (None on its first export); ``file_anchor`` the last line of
+    its file when the file holds lines the record does not describe (a run that died before saving, a lost state,
+    a pod of the same name before this one).  A record's line is in the instance ``instance`` (a restartCount),
+    or, when not ``held``, in one before it, ``instance`` having been read to its end since.
+    """
+    if file_anchor is not None:  # whichever instance holds it, the current one is asked first
+        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None),))
+    anchor = _Anchor.from_record(record) if record is not None else None
+    if anchor is None:  # a first export: every line the API still has, the previous instance's first
+        previous = (_Read(True, since_ns=since_ns),) if use_state and c.has_previous else ()
+        young = use_state and not c.has_previous and c.state != "terminated"
+        return _Plan(previous + (_Read(False, since_ns=since_ns, young=young),))
+    instance, held = int(record.get("instance", record.get("restarts", 0))), bool(record.get("held", True))
+    resume = _Read(False, anchor=anchor, search=True) if held else _Read(False, since_ns=anchor.since)
+    if c.restarts <= instance:
+        return _Plan((resume,))
+    if c.restarts == instance + 1:  # restarted once since: the rest of the old instance, then the new one whole
+        return _Plan((resume._replace(previous=True, search=False), _Read(False)))
+    return _Plan((_Read(True), _Read(False)), lost=c.restarts - instance - 1)
+
+
+class _Stalled(Exception):
+    """No complete line arrived for the read timeout."""
+
+
+class _Outcome:
+    """Where one container's export reports what it did: the batch's collector, or one follow-mode turn."""
+
+    interrupted = False
+
+    def exported(self, c: _Container) -> None: ...
+
+    def unchanged(self, c: _Container) -> None: ...
+
+    def skipped(self, c: _Container, reason: str) -> None: ...
+
+    def failed(self, c: _Container, reason: str, status: int = 0) -> None: ...
+
+    def gap(self, c: _Container, reason: str, since: str, until: Optional[str]) -> None: ...
+
+    def wrote(self, count: int, relpath: str) -> None: ...
+
+
+class _Stream:
+    """Follow mode's hold on a container's stream: it can be asked to give its slot away."""
+
+    def __init__(self) -> None:
+        self.yield_requested = False
+        self.sock: Optional[socket.socket] = None
+        self.last_data = time.monotonic()
+
+    def request_yield(self) -> None:
+        """End the stream as if it had ended by itself (its lines checkpointed), so another container gets the slot."""
+        self.yield_requested = True
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+_buffers = threading.local()
+
+
+def _worker_buffer() -> bytearray:
+    """Each worker's read buffer, reused from container to container (a fresh one costs a 1 MiB memset)."""
+    buffer = getattr(_buffers, "block", None)
+    if buffer is None:
+        buffer = _buffers.block = bytearray(BLOCK_SIZE)
+    return buffer
+
+
+class _Job:
+    """Exports one container: the reads of its plan, into its file, with progress checkpointed as it goes.
+
+    ``last`` always names the file's last line, so whatever cuts a stream, the next request resumes after it.
+    """
+
+    def __init__(self, client: KubeClient, store: Optional[_State], settings: "_Settings", container: _Container, *,
+                 folders: set, stream: Optional[_Stream] = None):
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.folders = folders  # made or checked in this run: one mkdir per folder
+        self.c = container
+        self.stream = stream  # follow mode: the current instance is streamed until it ends or yields its slot
+        self.lock = threading.Lock()  # follow mode: the supervisor checkpoints quiet streams too
+        self.output: Optional[_OutputFile] = None
+        self.last: Optional[_Anchor] = None
+        self.instance = container.restarts  # the instance (restartCount) that holds ``last``...
+        self.held = True  # ...or, when False, one before it, that instance having been read to its end
+        self.partial = False  # the last answer ended inside a line that is still being written
+        self.errors: List[str] = []
+        self.checkpointed_at = time.monotonic()
+        self.written_at = 0.0
+
+    @property
+    def relpath(self) -> str:
+        return "%s/%s/%s.log%s" % (self.c.namespace, self.c.pod, self.c.name, ".gz" if self.settings.gzip else "")
+
+    # -- the whole container -------------------------------------------------
+
+    def run(self, outcome: _Outcome) -> None:
+        c = self.c
+        problem = c.unsafe_name()
+        if problem:
+            return outcome.failed(c, problem)
+        record = self.store.record(c.key) if self.store is not None else None
+        if record is not None and record.get("final") and record.get("id") == c.container_id and int(
+                record.get("instance", record.get("restarts", -1))) == c.restarts:
+            self.store.touch(c.key, time.time())
+            return outcome.unchanged(c)
+        if not c.state or (c.state == "waiting" and c.restarts == 0 and not c.has_previous):
+            return outcome.skipped(c, "waiting to start" + (": " + c.waiting_reason if c.waiting_reason else ""))
+        try:
+            file_anchor = self._open(record)
+        except (OSError, ValueError) as exc:
+            if self.output is not None:
+                self.output.close(keep=False)
+                self.output = None
+            return outcome.failed(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
+        plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None)
+        if plan.lost:
+            outcome.gap(c, "%d instance(s) restarted away between runs; their lines are lost" % plan.lost,
+                        since=str(record["ts"]), until=None)
+        ok = False
+        try:
+            reason = self._execute(plan, outcome)
+            if reason is not None:
+                outcome.skipped(c, reason)
+            else:
+                ok = True
+        except ApiError as exc:
+            outcome.failed(c, exc.message, status=exc.status)
+        except _Stopped:
+            outcome.interrupted = True
+        except OSError as exc:  # the disk: full, quota, RLIMIT_FSIZE, read-only
+            self.output.rollback()
+            self.output.close(keep=False)
+            self.output = None
+            return outcome.failed(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
+        finally:
+            if self.output is not None:
+                self._finish(outcome, ok)
+        if ok and self.errors:
+            outcome.failed(c, "the kubelet reported: %s" % "; ".join(self.errors)[:1000])
+        elif ok:
+            outcome.exported(c)
+
+    def _execute(self, plan: _Plan, outcome: _Outcome) -> Optional[str]:
+        """The plan's reads in order, with the two detours a restart after the listing calls for."""
+        for read in plan.reads:
+            try:
+                reason = self._read(read)
+            except _AnchorMissing:
+                if read.search:
+                    return self._after_missing_line(read, outcome)
+                self._report_gap(read, outcome, after=_Read(read.previous, since_ns=read.anchor.since))
+                reason = None
+            except _Young:
+                return self._after_young(read)
+            if reason is not None and not read.previous:
+                return reason
+        return None
+
+    def _after_missing_line(self, read: _Read, outcome: _Outcome) -> Optional[str]:
+        """The current instance lacks the last line written: it restarted after the listing, so that line is in the
+        previous instance now, or the log rotated and the lines between are lost."""
+        try:
+            found = self._read(_Read(True, anchor=read.anchor), shift=1) is None
+        except _AnchorMissing:
+            found = False
+        if found:  # the rest of the old instance is written; the new one is all new
+            return self._read(_Read(False), shift=1)
+        self._report_gap(read, outcome, after=_Read(False, since_ns=read.anchor.since))
+        return None
+
+    def _after_young(self, read: _Read) -> Optional[str]:
+        """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
+        if self._read(_Read(True, since_ns=read.since_ns), shift=1) is None:
+            return self._read(_Read(False), shift=1)
+        return self._read(read._replace(young=False))
+
+    def _report_gap(self, read: _Read, outcome: _Outcome, after: Optional[_Read] = None) -> None:
+        first = None
+        if after is not None:
+            before = self.last
+            self._read(after)
+            first = self.first_ns if self.last is not before else None
+        if read.quiet:
+            return  # a file's own last line missing from a pod of the same name is no loss
+        since = _format_ts(read.anchor.ns)
+        until = _format_ts(first) if first is not None else None
+        outcome.gap(self.c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
+                    % (since, until or "now"), since=since, until=until)
+
+    # -- one instance ----------------------------------------------------------
+
+    def _read(self, read: _Read, shift: int = 0) -> Optional[str]:
+        """Copy one instance's answer into the file, resuming after cut streams; a reason when the API has no log
+        for it.  ``shift`` is 1 once the container is known to have restarted after the listing."""
+        c = self.c
+        instance = c.restarts + shift - (1 if read.previous else 0)
+        follow = self.stream is not None and not read.previous and c.state != "terminated"
+        finished = read.previous or c.state == "terminated"  # an ended instance: its last line is whole
+        young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young else None
+        self.first_ns = None
+        failures = stalls = 0
+        while True:
+            if self.stream is not None and self.stream.yield_requested:
+                return None
+            try:
+                response = self.client.open_log(c.namespace, c.pod, c.name, previous=read.previous,
+                                                since_time=read.since_time, follow=follow)
+            except ApiError as exc:
+                reason = _skip_reason(exc)
+                if reason is None:
+                    raise
+                return reason
+            if response is None:
+                return "no log yet (pod not scheduled)"
+            line = _LineFilter(read.anchor, self.last, self._write, strip=not self.settings.timestamps,
+                               before_long_line=lambda line: self._checkpoint_at(line, instance), young_ns=young_ns)
+            try:
+                self._copy(response, line, instance, follow=follow, finished=finished)
+            except (http.client.HTTPException, ssl.SSLError, socket.timeout, ConnectionError, _Stalled) as exc:
+                self.client.drop_connection()
+                self._settle(line, instance, cut=True)
+                if self.client.stop_event.is_set():
+                    raise _Stopped() from None
+                if self.stream is not None and self.stream.yield_requested:
+                    return None
+                if isinstance(exc, _Stalled):
+                    stalls += 1
+                    if stalls > 1:
+                        raise ApiError(0, "log stream stalled: no complete line for %gs, twice" % self.client.timeout) from None
+                elif line.first_ns is not None or (follow and isinstance(exc, socket.timeout)):
+                    failures = 0  # it made progress, or a followed container was just quiet
+                if failures >= self.client.retries:
+                    raise ApiError(0, "log stream kept failing (%s); resumed %d times" % (exc, failures)) from None
+                _log.debug("%s: stream broke (%r), resuming after the last complete line", c.label, exc)
+                self.client.sleep(self.client.backoff_delay(failures))
+                failures += 1
+                if line.first_ns is not None:  # go on after the last line written
+                    read = _Read(read.previous, anchor=self.last)
+                continue
+            except BaseException:
+                self.client.drop_connection()
+                self._settle(line, instance, cut=True)
+                raise
+            self._settle(line, instance, cut=False)
+            if self.stream is not None and self.stream.yield_requested:
+                self.client.drop_connection()  # the rest of the body is not read
+                return None
+            line.finish()
+            return None
+
+    def _checkpoint_at(self, line: _LineFilter, instance: int) -> None:
+        """Checkpoint in the middle of an answer: what it wrote so far is in ``instance``."""
+        if line.first_ns is not None:
+            self.last, self.instance, self.held = line.last, instance, True
+        self._checkpoint()
+
+    def _settle(self, line: _LineFilter, instance: int, *, cut: bool) -> None:
+        """Take over what one answer did: its last line written, its error text, which instance holds the line."""
+        if line.open is not None and line.open.write:
+            self.output.rollback()  # a long line cut in the middle: the file ends at the last whole line again
+        if line.first_ns is not None:
+            self.first_ns = self.first_ns if self.first_ns is not None else line.first_ns
+            self.last, self.instance, self.held = line.last, instance, True
+        elif not cut and line.found and instance > self.instance:
+            self.instance, self.held = instance, False  # read to its end with nothing new: the line is in an older one
+        self.errors += line.errors
+
+    def _copy(self, response: http.client.HTTPResponse, line: _LineFilter, instance: int, *, follow: bool,
+              finished: bool) -> None:
+        """Hand the answer's lines to the filter as they arrive; a line longer than the buffer goes in pieces.
+
+        ``finished``: the instance has exited, so a last line without a newline is whole (the runtime wrote it at
+        exit), not one still being written.
+        """
+        buffer = bytearray(FOLLOW_BLOCK_SIZE) if self.stream is not None else _worker_buffer()
+        view = memoryview(buffer)
+        filled = 0  # buffer[:filled] is the start of a line (or a piece of the open one), with no newline
+        stop = self.client.stop_event
+        timeout = self.client.timeout
+        deadline = time.monotonic() + timeout
+        self.partial = False
+        if follow:
+            self.stream.sock = self.client.current_socket()
+            self.stream.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
+            if self.stream.yield_requested:  # asked while the request was being opened
+                return
+        while True:
+            if stop.is_set():
+                raise _Stopped()
+            if follow:  # whatever has arrived, so lines reach the disk as they are written
+                chunk = response.read1(len(buffer) - filled)
+                received = len(chunk)
+                view[filled:filled + received] = chunk
+            else:
+                received = response.readinto(view[filled:])
+            if not received:
+                break
+            total = filled + received
+            end = buffer.rfind(b"\n", filled, total) + 1  # only the new bytes: the rest holds no newline
+            if end == 0:
+                filled = total
+                if filled == len(buffer):
+                    with self.lock:
+                        line.piece(buffer, view, 0, filled)
+                    filled = 0
+                if (not follow or filled or line.open is not None) and time.monotonic() > deadline:
+                    raise _Stalled()
+                continue
+            with self.lock:
+                start = 0
+                if line.open is not None:
+                    start = buffer.index(b"\n") + 1
+                    line.end_piece(buffer, view, start)
+                line.lines(buffer, view, start, end)
+                if line.first_ns is not None:  # so a checkpoint from the supervisor records them
+                    self.last, self.instance, self.held = line.last, instance, True
+                if follow:
+                    self.stream.last_data = time.monotonic()
+                    self.output.flush()
+                if time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS and line.first_ns is not None:
+                    self._checkpoint()
+            deadline = time.monotonic() + timeout
+            filled = total - end
+            if filled:
+                view[:filled] = bytes(view[end:total])
+        if self.stream is not None and self.stream.yield_requested:
+            return
+        if (filled or line.open is not None) and finished:
+            if filled == len(buffer):
+                with self.lock:
+                    line.piece(buffer, view, 0, filled)
+                filled = 0
+            buffer[filled:filled + 1] = b"\n"
+            with self.lock:
+                if line.open is not None:
+                    line.end_piece(buffer, view, filled + 1)
+                else:
+                    line.lines(buffer, view, 0, filled + 1)
+            filled = 0
+        if line.open is not None or filled:
+            if line.open is None and not _TS_RE.match(buffer, 0):
+                line.errors.append(bytes(view[:min(filled, 500)]).decode("utf-8", "replace").strip())
+            else:
+                self.partial = True
+                _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
+                if line.open is not None and line.open.write:
+                    with self.lock:
+                        self.output.rollback()
+                    line.open = None
+
+    def _write(self, data: memoryview) -> None:
+        self.output.write(data)
+
+    # -- the file --------------------------------------------------------------
+
+    def _open(self, record: Optional[Mapping[str, Any]]) -> Optional[_Anchor]:
+        """Open the container's file; return its own last line when the state does not describe the file."""
+        settings = self.settings
+        directory = _safe_dir(settings.output_dir, self.c.namespace, self.c.pod, made=self.folders)
+        path = directory / self.relpath.rsplit("/", 1)[1]
+        output = self.output = _OutputFile(path, compress=settings.gzip, replace=self.store is None)
+        if self.store is None:
+            return None
+        described = self.store.file_record(self.relpath)
+        if described is not None and described.get("ino", output.ino) != output.ino:
+            described = None  # another file now has the name (replaced by a --no-state run, moved in by hand)
+        if output.size == 0:
+            if not settings.timestamps and described is None:
+                # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
+                self.store.register_file(self.relpath, {"size": 0, "ino": output.ino})
+            return None
+        if described is not None and output.size == described.get("size"):
+            anchor = _Anchor.from_record(described)
+        elif not settings.timestamps:
+            if described is None or output.size < described["size"]:
+                raise ValueError("the state file does not describe it, and without timestamps its last line cannot "
+                                 "be found; move it away to export it anew")
+            output.truncate(described["size"])  # a run that died before its checkpoint: its lines come again
+            anchor = _Anchor.from_record(described)
+        else:
+            # More than the state knows of (a run that died after writing), or nothing known: the file's own last
+            # line is where to continue, and only a torn part after it goes.
+            start = described if described is not None and output.size > described["size"] else None
+            anchor, complete = _recover_anchor(path, compressed=settings.gzip, start=start)
+            output.truncate(complete)
+        self.last = anchor  # so a run of equal times goes on counting
+        if anchor is None or (record is not None and _Anchor.from_record(record) == anchor):
+            return None  # the container's record names the file's last line: the plan goes by the record
+        return anchor
+
+    def _checkpoint(self, *, final: bool = False) -> None:
+        """End the lines written so far in the file, then record them in the state: never the other way round."""
+        size = self.output.checkpoint()
+        self.checkpointed_at = time.monotonic()
+        if self.store is not None and self.last is not None:
+            anchor = self.last.record()
+            entry = dict(anchor, instance=self.instance, held=self.held, id=self.c.container_id, final=final,
+                         seen=int(time.time()))
+            self.store.commit(self.c.key, entry, self.relpath, dict(anchor, size=size, ino=self.output.ino))
+
+    def checkpoint_if_due(self) -> None:
+        """Follow mode: a line, then silence: record it after CHECKPOINT_SECONDS all the same."""
+        with self.lock:
+            if (self.output is not None and self.stream.last_data > self.checkpointed_at
+                    and time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS):
+                self._checkpoint()
+
+    def _finish(self, outcome: _Outcome, ok: bool) -> None:
+        with self.lock:
+            output = self.output
+            yielded = self.stream is not None and self.stream.yield_requested
+            try:
+                self._checkpoint(final=ok and self.c.state == "terminated" and not self.partial and not yielded
+                                 and not self.errors)
+            except OSError as exc:
+                self.output = None
+                output.rollback()
+                output.close(keep=False)
+                return outcome.failed(self.c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
+            self.output = None
+            output.close(keep=ok or not output.replace)
+            outcome.wrote(output.bytes_written, self.relpath)
+
+
+def _skip_reason(exc: ApiError) -> Optional[str]:
+    """Why a container has no log to export, for the API answers that are not failures."""
+    if exc.status == 404:
+        return "pod deleted"
+    if exc.status == 400:
+        lowered = exc.message.lower()
+        if "waiting to start" in lowered or "not found" in lowered or "is terminated" in lowered:
+            return exc.message
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Export: a batch run
 # ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class ExportResult:
-    """What a run did. ``failed`` and ``skipped`` hold {"container", "reason"} records."""
+    """What a run did. ``failed``, ``skipped`` and ``gaps`` hold {"container", "reason", ...} records."""
 
     output_dir: str
     pods: int = 0
@@ -1115,425 +1791,17 @@ class ExportResult:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class _Options:
-    output_dir: Path
-    compress: bool
-    timestamps: bool
-    use_state: bool
-    since_ns: Optional[int]
-    made_dirs: set = dataclasses.field(default_factory=set)
+class _Collector(_Outcome):
+    """Gathers the outcomes of every container of a run, from worker threads, into its ExportResult."""
 
-
-_buffers = threading.local()
-
-
-def _worker_buffer() -> bytearray:
-    """Each worker's 1 MiB read buffer, reused from container to container (a fresh one costs a 1 MiB memset)."""
-    buffer = getattr(_buffers, "block", None)
-    if buffer is None:
-        buffer = _buffers.block = bytearray(BLOCK_SIZE)
-    return buffer
-
-
-def _grown(buffer: bytearray, filled: int, size: int, *, keep: bool) -> Tuple[bytearray, memoryview]:
-    """A larger copy (views of the old one may still be alive, so it is not resized in place)."""
-    larger = bytearray(size)
-    larger[:filled] = buffer[:filled]
-    if keep:
-        _buffers.block = larger
-    return larger, memoryview(larger)
-
-
-class _ContainerExport:
-    """Exports one container: its previous instance when it restarted, then its current one.
-
-    ``cursor`` always names the last line that is in the file, so a body cut
-    anywhere is resumed from there with sinceTime (whole seconds) and the
-    lines at or before the cursor are dropped again.
-    """
-
-    def __init__(self, client: KubeClient, state: _State, options: _Options, container: _Container, *,
-                 follow: bool = False):
-        self.client = client
-        self.follow = follow  # stream the current instance with follow=true until it ends or yields its slot
-        self.yield_requested = False
-        self.write_lock = threading.Lock()  # follow mode: the supervisor checkpoints quiet streams too
-        self.sock: Optional[socket.socket] = None
-        self.last_data = time.monotonic()
-        self.checkpointed_at = time.monotonic()
-        self.state = state
-        self.options = options
-        self.c = container
-        self.cursor: Optional[_Cursor] = None
-        self.min_ns: Optional[int] = None
-        self.output: Optional[_OutputFile] = None
-        # The cursor is at or past the end of instance ``restarts`` (a restartCount); ``held`` says
-        # whether that instance holds the cursor's own line, so a rerun can tell a rotation from no news.
-        self.restarts = container.restarts
-        self.held = True
-        self.instance = container.restarts  # the instance being read
-        self.shift = 0  # 1 once the container is known to have restarted after the listing
-        self.partial = False  # the body ended inside a line that is still being written
-        self.cursor_in_previous: Optional[bool] = None  # which instance should still hold the cursor's line
-        self.expect_cursor = False
-        self.probe_on_miss = False  # look for a missing cursor line in the previous instance before calling it lost
-        self.probe_young = False  # look in the previous instance if the current log starts after the listing
-        self.rotated: Optional[Tuple[int, Optional[int]]] = None  # (last line exported, first line still there)
-
-    @property
-    def relpath(self) -> str:
-        return "%s/%s/%s.log%s" % (self.c.namespace, self.c.pod, self.c.name, ".gz" if self.options.compress else "")
-
-    def run(self, result: "_Collector") -> None:
-        c = self.c
-        problem = c.unsafe_name()
-        if problem:
-            return result.fail(c, problem)
-        saved = self.state.get(c.key) if self.options.use_state else None
-        if saved is not None and saved.get("final") and saved.get("id") == c.container_id and saved.get("restarts") == c.restarts:
-            self.state.touch(c.key, time.time())
-            return result.unchanged(c)
-        if not c.state or (c.state == "waiting" and c.restarts == 0 and not c.has_previous):
-            return result.skip(c, "waiting to start" + (": " + c.waiting_reason if c.waiting_reason else ""))
-        export_previous = False
-        if saved is not None:
-            self.cursor = _Cursor(parse_timestamp(saved["ts"]), int(saved["count"]))
-            self.restarts = int(saved.get("restarts", 0))
-            self.held = bool(saved.get("held", True))
-            if c.restarts - self.restarts > 1:
-                result.gap(c, "%d instance(s) restarted away between runs; their lines are lost"
-                           % (c.restarts - self.restarts - 1), since=saved["ts"], until=None)
-            elif c.restarts >= self.restarts and self.held:
-                self.cursor_in_previous = c.restarts > self.restarts
-            export_previous = c.restarts > self.restarts
-        else:
-            self.min_ns = self.options.since_ns
-            export_previous = self.options.use_state and c.has_previous
-            # A restart between the listing and the request would make the first instance "previous".
-            self.probe_young = self.options.use_state and not c.has_previous and c.state != "terminated"
-        self.probe_on_miss = self.cursor_in_previous is False
-        try:
-            self._open(saved)
-        except (OSError, ValueError) as exc:
-            if self.output is not None:
-                self.output.close(keep=False)
-            return result.fail(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
-        ok = False
-        try:
-            if export_previous:
-                gone = self._export_instance(previous=True)
-                if gone is not None and saved is not None:
-                    result.gap(c, "the previous instance's log is gone: %s" % gone, since=saved["ts"], until=None)
-            try:
-                reason = self._export_instance(previous=False)
-            except _CursorMissing:
-                # The current instance lacks the cursor's line, or starts after the listing: the container may
-                # have restarted since, its old instance being "previous" now.  Finish that one first.
-                self.probe_on_miss = self.probe_young = False
-                self.cursor_in_previous = True if self.cursor is not None else None
-                self.shift = 1
-                if self._export_instance(previous=True) is not None:
-                    self.shift = 0
-                    if self.cursor is not None:
-                        self.cursor_in_previous = False  # no previous instance: a rotation, measured on the current
-                reason = self._export_instance(previous=False)
-            if self.rotated is not None:
-                since, until = self.rotated
-                result.gap(c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
-                           % (_format_ts(since), _format_ts(until) if until else "now"),
-                           since=_format_ts(since), until=_format_ts(until) if until else None)
-            if reason is not None:
-                return result.skip(c, reason)
-            ok = True
-        except ApiError as exc:
-            result.fail(c, exc.message, status=exc.status)
-        except _KubeletError as exc:
-            result.fail(c, "the kubelet reported: %s" % exc)
-        except _Stopped:
-            result.interrupted = True
-        except OSError as exc:  # the disk: full, quota, RLIMIT_FSIZE, read-only
-            self.output.rollback()
-            self.output.close(keep=False)
-            self.output = None
-            return result.fail(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
-        finally:
-            if self.output is not None:
-                self._finish(c, result, ok)
-        if ok:
-            result.exported(c)
-
-    def _open(self, saved: Optional[Dict[str, Any]]) -> None:
-        directory = _safe_dir(self.options.output_dir, self.c.namespace, self.c.pod, made=self.options.made_dirs)
-        path = directory / self.relpath.rsplit("/", 1)[1]
-        use_state = self.options.use_state
-        record = self.state.file_record(self.relpath) if use_state else None
-        self.output = _OutputFile(path, compress=self.options.compress, replace=not use_state,
-                                  committed=record["size"] if record else None)
-        if not use_state or saved is not None:
-            return
-        # No record for this container: a pod of the same name wrote the file before, the container's record
-        # was pruned, or the state was lost or never written (--no-state, a run killed on its first export).
-        # Continue after the file's own last line.
-        if record is not None:
-            if record.get("ts"):
-                self.cursor, self.min_ns = _Cursor(parse_timestamp(record["ts"]), int(record["count"])), None
-        elif not self.options.timestamps:
-            if self.output.committed > 0:
-                raise ValueError("it exists but the state file has no record of it, and without timestamps "
-                                 "its last line cannot be found; move it away to export it anew")
-            # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
-            self.state.register_file(self.relpath, 0)
-        elif self.output.committed > 0:
-            cursor, complete = _recover_cursor(path, compressed=self.options.compress)
-            self.output.truncate(complete)
-            if cursor is not None:
-                self.cursor, self.min_ns = cursor, None
-
-    def _finish(self, c: _Container, result: "_Collector", ok: bool) -> None:
-        with self.write_lock:
-            self._finish_locked(c, result, ok)
-
-    def _finish_locked(self, c: _Container, result: "_Collector", ok: bool) -> None:
-        output = self.output
-        try:
-            self._checkpoint(final=ok and c.state == "terminated" and not self.partial and not self.yield_requested)
-        except OSError as exc:
-            self.output = None
-            output.rollback()
-            output.close(keep=False)
-            return result.fail(c, "cannot write %s: %s" % (self.relpath, exc.strerror or exc))
-        self.output = None
-        output.close(keep=ok or not output.replace)
-        result.add_bytes(output.bytes_written, self.relpath)
-
-    def _checkpoint(self, *, final: bool = False) -> None:
-        """Make the lines written so far durable, then record them in the state: never the other way round."""
-        size = self.output.checkpoint()
-        self.checkpointed_at = time.monotonic()
-        if self.options.use_state and self.cursor is not None:
-            entry = {"ts": _format_ts(self.cursor.ns), "count": self.cursor.count, "restarts": self.restarts,
-                     "held": self.held, "id": self.c.container_id, "final": final, "seen": int(time.time())}
-            self.state.commit(self.c.key, entry, self.relpath, size)
-
-    def checkpoint_if_due(self) -> None:
-        """A followed line then silence: record it after CHECKPOINT_SECONDS all the same (and end its gzip member)."""
-        with self.write_lock:
-            if (self.output is not None and self.last_data > self.checkpointed_at
-                    and time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS):
-                self._checkpoint()
-
-    def request_yield(self) -> None:
-        """Ask a follow stream to give its slot away: checkpoint and end as if the stream had ended."""
-        self.yield_requested = True
-        with contextlib.suppress(OSError, AttributeError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-    def _export_instance(self, previous: bool) -> Optional[str]:
-        """Copy one instance's log, resuming after cuts; return a reason when the API has no log for it."""
-        failures = 0
-        self.expect_cursor = self.cursor is not None and self.cursor_in_previous is previous
-        self.instance = self.c.restarts + self.shift - (1 if previous else 0)
-        follow = self.follow and not previous and self.c.state != "terminated"  # an ended instance: read it whole
-        while True:
-            if self.yield_requested:
-                return None
-            since = self.cursor.ns if self.cursor is not None else self.min_ns
-            try:
-                response = self.client.open_log(self.c.namespace, self.c.pod, self.c.name, previous=previous,
-                                                since_time=since, follow=follow)
-            except ApiError as exc:
-                reason = _skip_reason(exc)
-                if reason is None:
-                    raise
-                return reason
-            if response is None:
-                return "no log yet (pod not scheduled)"
-            written = self.output.bytes_written
-            try:
-                if follow:
-                    self.sock = self.client.current_socket()
-                    self.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
-                    if self.yield_requested:  # asked while the request was being opened
-                        self.client.drop_connection()
-                        return None
-                self._copy_body(response, follow=follow,
-                                finished=previous or (not follow and self.c.state == "terminated"))
-                if self.yield_requested:
-                    self.client.drop_connection()
-                    return None
-                if self.restarts != self.instance:  # read to the end without a new line
-                    self.held = False
-                    self.restarts = self.instance
-                return None
-            except (http.client.IncompleteRead, http.client.HTTPException, ssl.SSLError, socket.timeout,
-                    ConnectionError) as exc:
-                self.client.drop_connection()
-                if self.client.stop_event.is_set():
-                    raise _Stopped() from None
-                if self.yield_requested:
-                    return None
-                if self.output.bytes_written > written or (follow and isinstance(exc, socket.timeout)):
-                    failures = 0  # it made progress, or a followed container was just quiet
-                if failures >= self.client.retries:
-                    raise ApiError(0, "log stream kept failing (%s); resumed %d times" % (exc, failures)) from None
-                _log.debug("%s: stream broke (%r), resuming after the last complete line", self.c.label, exc)
-                self.client.sleep(self.client.backoff_delay(failures))
-                failures += 1
-            except BaseException:
-                self.client.drop_connection()
-                raise
-
-    def _copy_body(self, response: http.client.HTTPResponse, *, follow: bool = False, finished: bool = False) -> None:
-        """Write the body's complete lines after the cursor; ``finished``: the instance has exited, so a last
-        line without a newline is complete (the runtime wrote it at exit), not one still being written."""
-        buffer = bytearray(FOLLOW_BLOCK_SIZE) if self.follow else _worker_buffer()
-        view = memoryview(buffer)
-        filled = 0
-        skipping = [self.cursor is not None or self.min_ns is not None, 0]  # still skipping; lines seen at the cursor
-        stop = self.client.stop_event
-        self.partial = False
-        while True:
-            if stop.is_set():
-                raise _Stopped()
-            if filled == len(buffer):  # a line longer than the buffer: grow it
-                buffer, view = _grown(buffer, filled, 2 * len(buffer), keep=not self.follow)
-            if follow:  # whatever has arrived, so lines reach the disk as they are written
-                chunk = response.read1(len(buffer) - filled)
-                received = len(chunk)
-                view[filled:filled + received] = chunk
-            else:
-                received = response.readinto(view[filled:])
-            if not received:
-                break
-            total = filled + received
-            end = buffer.rfind(b"\n", 0, total) + 1
-            if end == 0:
-                filled = total
-                continue
-            with self.write_lock:
-                self._take(buffer, view, end, skipping)
-                if follow:
-                    self.last_data = time.monotonic()
-                    self.output.flush()
-                    if self.last_data - self.checkpointed_at >= CHECKPOINT_SECONDS:
-                        self._checkpoint()
-            filled = total - end
-            if filled:
-                view[:filled] = bytes(view[end:total])
-        if self.yield_requested:
-            return
-        if filled and finished and _TS_RE.match(buffer, 0):
-            if filled == len(buffer):
-                buffer, view = _grown(buffer, filled, filled + 1, keep=not self.follow)
-            buffer[filled] = ord("\n")
-            self._take(buffer, view, filled + 1, skipping)
-            filled = 0
-        if self.expect_cursor:
-            self._check_rotation(skipping[1], None, 0)
-        if self.probe_young and self.instance == self.c.restarts:
-            raise _CursorMissing()  # nothing in the current instance: it may have just replaced the listed one
-        if filled:
-            tail = bytes(view[:filled])
-            if not _TS_RE.match(tail):
-                raise _KubeletError(tail.decode("utf-8", "replace").strip()[:500])
-            self.partial = True
-            _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
-
-    def _take(self, buffer: bytearray, view: memoryview, end: int, skipping: List[Any]) -> None:
-        """Handle the complete lines buffer[:end]: drop those already on disk, write the rest."""
-        start = 0
-        if skipping[0]:
-            start, skipping[1] = self._skip(buffer, end, skipping[1])
-            skipping[0] = start == end
-            if self.expect_cursor and not skipping[0]:
-                self._check_rotation(skipping[1], buffer, start)
-        if start < end:
-            if self.probe_young and self.instance == self.c.restarts:
-                first = _match_ns(_TS_RE.match(buffer, start)) if _TS_RE.match(buffer, start) else 0
-                if first >= self.c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND:
-                    raise _CursorMissing()
-                self.probe_young = False  # the log starts before the listing: it is the listed instance
-            self._write_lines(buffer, view, start, end)
-
-    def _check_rotation(self, seen: int, buffer: Optional[bytearray], start: int) -> None:
-        """The body asked from the cursor's second must hold the cursor's own lines, unless the file rotated since.
-
-        Costs nothing: the lines are in the answer anyway.
-        """
-        self.expect_cursor = False
-        if seen < self.cursor.count:
-            if self.probe_on_miss and self.instance == self.c.restarts:
-                raise _CursorMissing()
-            match = _TS_RE.match(buffer, start) if buffer is not None else None
-            self.rotated = (self.cursor.ns, _match_ns(match) if match else None)
-            self.held = False
-
-    def _skip(self, buffer: bytearray, end: int, seen: int) -> Tuple[int, int]:
-        """Drop the lines already on disk; return where new lines start (``end`` if none do) and the count seen at the cursor."""
-        cursor, floor = self.cursor, (self.cursor.ns if self.cursor is not None else self.min_ns)
-        pos = 0
-        while pos < end:
-            match = _TS_RE.match(buffer, pos)
-            if not match:
-                return pos, seen  # not a log line: let the writer report it
-            ns = _match_ns(match)
-            if ns < floor:
-                pass
-            elif cursor is not None and ns == cursor.ns and seen < cursor.count:
-                seen += 1
-            else:
-                return pos, seen
-            pos = buffer.index(b"\n", pos) + 1
-        return end, seen
-
-    def _write_lines(self, buffer: bytearray, view: memoryview, start: int, end: int) -> None:
-        last = _last_line_start(buffer, start, end)
-        if not _TS_RE.match(buffer, last) or not _TS_RE.match(buffer, start):
-            end = self._first_bad_line(buffer, start, end)
-            if end > start:
-                self._write_lines(buffer, view, start, end)
-            raise _KubeletError(bytes(view[end:buffer.index(b"\n", end)]).decode("utf-8", "replace").strip()[:500])
-        cursor = _tail_cursor(buffer, start, end, last, self.cursor)
-        data = view[start:end]
-        if not self.options.timestamps:
-            data = memoryview(_TS_PREFIX_RE.sub(b"", data))
-        self.output.write(data)
-        self.cursor = cursor
-        self.min_ns = None
-        self.restarts, self.held = self.instance, True
-
-    @staticmethod
-    def _first_bad_line(buffer: bytearray, start: int, end: int) -> int:
-        pos = start
-        while pos < end and _TS_RE.match(buffer, pos):
-            pos = buffer.index(b"\n", pos) + 1
-        return pos
-
-
-def _skip_reason(exc: ApiError) -> Optional[str]:
-    """Why a container has no log to export, for the API answers that are not failures."""
-    message = exc.message
-    if exc.status == 404:
-        return "pod deleted"
-    if exc.status == 400:
-        lowered = message.lower()
-        if "waiting to start" in lowered or "not found" in lowered or "is terminated" in lowered:
-            return message
-    return None
-
-
-class _Collector:
-    """Gathers outcomes from worker threads into an ExportResult."""
-
-    def __init__(self, result: ExportResult, progress: Optional[Callable[[ExportResult], None]]):
+    def __init__(self, result: ExportResult, progress: Optional[Callable[[ExportResult], None]] = None):
         self.result = result
         self.progress = progress
         self.lock = threading.Lock()
         self.files: set = set()
 
     @property
-    def interrupted(self) -> bool:
+    def interrupted(self) -> bool:  # type: ignore[override]
         return self.result.interrupted
 
     @interrupted.setter
@@ -1543,19 +1811,16 @@ class _Collector:
     def _record(self, field: str, c: _Container, reason: str, **extra: Any) -> None:
         with self.lock:
             getattr(self.result, field).append(dict({"container": c.label, "reason": reason}, **extra))
-        if field == "failed":
-            _log.error("%s: %s", c.label, reason)
-        else:
-            _log.info("%s: %s", c.label, reason)
+        (_log.error if field == "failed" else _log.info)("%s: %s", c.label, reason)
 
-    def fail(self, c: _Container, reason: str, status: int = 0) -> None:
+    def failed(self, c: _Container, reason: str, status: int = 0) -> None:
         self._record("failed", c, reason, status=status)
 
-    def skip(self, c: _Container, reason: str) -> None:
+    def skipped(self, c: _Container, reason: str) -> None:
         self._record("skipped", c, reason)
 
-    def gap(self, c: _Container, reason: str, **extra: Any) -> None:
-        self._record("gaps", c, reason, **extra)
+    def gap(self, c: _Container, reason: str, since: str, until: Optional[str]) -> None:
+        self._record("gaps", c, reason, since=since, until=until)
 
     def exported(self, c: _Container) -> None:
         with self.lock:
@@ -1565,10 +1830,10 @@ class _Collector:
         with self.lock:
             self.result.unchanged += 1
 
-    def add_bytes(self, count: int, relpath: str) -> None:
+    def wrote(self, count: int, relpath: str) -> None:
         with self.lock:
             self.result.bytes_written += count
-            if count and relpath not in self.files:  # a followed file is written by many runs
+            if count and relpath not in self.files:  # a followed file is written by many turns
                 self.files.add(relpath)
                 self.result.files.append(relpath)
 
@@ -1585,23 +1850,86 @@ def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path)
     return own.read_text().strip()
 
 
-def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool, account_dir: Path,
-               selector: Optional[str], field_selector: Optional[str], result: ExportResult) -> Iterator[Dict[str, Any]]:
-    if namespaces:
-        for namespace in namespaces:
-            yield from client.list_pods(namespace, label_selector=selector, field_selector=field_selector)
+def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path,
+               result: ExportResult) -> Iterator[Dict[str, Any]]:
+    selectors = {"label_selector": settings.selector, "field_selector": settings.field_selector}
+    if settings.namespaces:
+        for namespace in settings.namespaces:
+            yield from client.list_pods(namespace, **selectors)
         return
-    pods = client.list_pods(None, label_selector=selector, field_selector=field_selector)
+    pods = client.list_pods(None, **selectors)
     try:
         first = next(pods, None)
     except ApiError as exc:
-        namespace = _own_namespace_instead(exc, explicit_all, account_dir)
+        namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir)
         result.notes.append("cannot list pods in all namespaces (forbidden); exporting namespace %s only" % namespace)
-        yield from client.list_pods(namespace, label_selector=selector, field_selector=field_selector)
+        yield from client.list_pods(namespace, **selectors)
         return
     if first is not None:
         yield first
         yield from pods
+
+
+def _select(pods: Iterable[Dict[str, Any]], settings: "_Settings", result: ExportResult) -> Iterator[_Container]:
+    """The containers of the pods in this shard, each pod once (a relisted page repeats pods)."""
+    seen = set()
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        if uid in seen or not settings.in_shard(meta.get("namespace") or "", meta.get("name") or ""):
+            continue
+        seen.add(uid)
+        result.pods += 1
+        for container in _containers_of(pod):
+            result.containers += 1
+            yield container
+
+
+def _planned_urls(client: KubeClient, store: Optional[_State], settings: "_Settings", c: _Container) -> List[str]:
+    """--dry-run: the requests a run would start with, from the state as it is."""
+    record = store.record(c.key) if store is not None else None
+    plan = _plan(c, record, None, since_ns=settings.since_ns, use_state=settings.use_state)
+    return [pod_log_url(client.server, c.namespace, c.pod, c.name, timestamps=True, previous=read.previous,
+                        since_time=read.since_time) for read in plan.reads]
+
+
+def _run_job(job: _Job, collector: _Collector) -> None:
+    try:
+        job.run(collector)
+    except Exception as exc:  # a bug must not take the other containers down with it
+        _log.exception("%s: unexpected error", job.c.label)
+        collector.failed(job.c, "unexpected error: %r" % exc)
+    finally:
+        collector.done()
+
+
+def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Settings", collector: _Collector,
+                  stop: threading.Event, account_dir: Path) -> None:
+    result = collector.result
+    folders: set = set()
+    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="export") as pool:
+        pending: set = set()
+        try:
+            for c in _select(_list_pods(client, settings, account_dir, result), settings, result):
+                if settings.dry_run:
+                    result.planned += _planned_urls(client, store, settings, c)
+                    continue
+                pending.add(pool.submit(_run_job, _Job(client, store, settings, c, folders=folders), collector))
+                while len(pending) >= settings.concurrency * 4:  # a bounded queue: flat memory on any cluster
+                    _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    if stop.is_set():
+                        client.abort()
+                        raise _Stopped()
+        except _Stopped:
+            result.interrupted = True
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            while pending:
+                _done, pending = wait(pending, timeout=0.2)
+                if stop.is_set():
+                    client.abort()  # unblock workers waiting on a quiet stream
 
 
 # ---------------------------------------------------------------------------
@@ -1609,71 +1937,60 @@ def _list_pods(client: KubeClient, namespaces: Sequence[str], explicit_all: bool
 # ---------------------------------------------------------------------------
 
 
-class _RunOutcome:
-    """What one follow-mode run of a container did (the _Collector interface, for one container)."""
+class _Turn(_Outcome):
+    """What one follow-mode turn of a container did; gaps and bytes go straight to the run's collector."""
 
     def __init__(self, shared: _Collector):
         self.shared = shared
-        self.failed: Optional[Dict[str, Any]] = None
-        self.skipped: Optional[str] = None
-        self.interrupted = False
+        self.failure: Optional[Dict[str, Any]] = None
+        self.skip: Optional[str] = None
 
-    def fail(self, c: _Container, reason: str, status: int = 0) -> None:
-        self.failed = {"container": c.label, "reason": reason, "status": status}
+    def failed(self, c: _Container, reason: str, status: int = 0) -> None:
+        self.failure = {"container": c.label, "reason": reason, "status": status}
         _log.warning("%s: %s (retrying)", c.label, reason)
 
-    def skip(self, c: _Container, reason: str) -> None:
-        self.skipped = reason
+    def skipped(self, c: _Container, reason: str) -> None:
+        self.skip = reason
 
-    def gap(self, c: _Container, reason: str, **extra: Any) -> None:
-        self.shared.gap(c, reason, **extra)
+    def gap(self, c: _Container, reason: str, since: str, until: Optional[str]) -> None:
+        self.shared.gap(c, reason, since, until)
 
-    def exported(self, c: _Container) -> None:
-        pass
-
-    unchanged = exported
-
-    def add_bytes(self, count: int, relpath: str) -> None:
-        self.shared.add_bytes(count, relpath)
+    def wrote(self, count: int, relpath: str) -> None:
+        self.shared.wrote(count, relpath)
 
 
 class _FollowTask:
-    """A followed container, across the streams that carry its lines."""
+    """A followed container, across the turns that carry its lines."""
 
     def __init__(self, container: _Container):
         self.container = container
         self.activity = time.monotonic()  # the last data (or its discovery): busier containers go first
-        self.job: Optional[_ContainerExport] = None
+        self.job: Optional[_Job] = None
         self.started = 0.0
         self.queued = False
         self.deleted = False
         self.failures = 0
         self.turns = 0  # how often it gave its stream away
         self.refused = False
-        self.outcome: Optional[_RunOutcome] = None
+        self.turn: Optional[_Turn] = None
 
 
 class _Follower:
     """Follow mode: a watch on the pods feeds containers to ``concurrency`` streaming workers.
 
-    Each run of a container is the batch export with ``follow=true`` on its
-    current instance, so state, resume and dedupe are the same as in batch
-    runs and the two hand over to each other exactly.  With more containers
+    Each turn of a container is the batch export with ``follow=true`` on its current instance, so state, resume
+    and dedupe are the same as in batch runs and the two hand over to each other exactly.  With more containers
     than streams, quiet or long-held streams give their slot away in turn.
     """
 
-    def __init__(self, client: KubeClient, store: Optional[_State], options: _Options, collector: _Collector,
-                 concurrency: int, stop: threading.Event, shard: Tuple[Optional[int], Optional[int]],
-                 selector: Optional[str], field_selector: Optional[str]):
+    def __init__(self, client: KubeClient, store: _State, settings: "_Settings", collector: _Collector,
+                 stop: threading.Event):
         self.client = client
         self.store = store
-        self.options = options
+        self.settings = settings
         self.collector = collector
-        self.concurrency = concurrency
         self.stop = stop
-        self.shard = shard
-        self.selector = selector
-        self.field_selector = field_selector
+        self.folders: set = set()
         self.lock = threading.Condition()
         self.tasks: Dict[str, _FollowTask] = {}
         self.queue: List[Tuple[int, float, int, str]] = []
@@ -1682,15 +1999,16 @@ class _Follower:
         self.warned = False
         self.fatal: Optional[ApiError] = None
         self.busy: set = set()  # labels (so files) being streamed: one stream per file
+        self.pods: set = set()  # uids seen, for the summary
 
     # -- pods in -------------------------------------------------------------
 
     def update(self, pod: Dict[str, Any], *, deleted: bool = False) -> None:
         meta = pod.get("metadata") or {}
-        index, count = self.shard
-        if count and not _in_shard(meta.get("namespace") or "", meta.get("name") or "", index, count):
+        if not self.settings.in_shard(meta.get("namespace") or "", meta.get("name") or ""):
             return
         with self.lock:
+            self.pods.add(meta.get("uid"))
             for c in _containers_of(pod):
                 task = self.tasks.get(c.key)
                 if task is None:
@@ -1703,12 +2021,12 @@ class _Follower:
                 task.container, task.deleted = c, deleted
                 if (c.restarts, c.state, c.container_id) != before or deleted:
                     self._enqueue(task)  # a restart, a start, or a last chance to drain
-            if not self.warned and len(self.tasks) > self.concurrency:
+            if not self.warned and len(self.tasks) > self.settings.concurrency:
                 self.warned = True
                 note = ("more containers match than --concurrency allows streams (%d): quiet streams take turns, "
-                        "so their lines arrive later; raise --concurrency to follow all at once" % self.concurrency)
+                        "so their lines arrive later; raise --concurrency to follow all at once"
+                        % self.settings.concurrency)
                 self.collector.result.notes.append(note)
-                _log.warning("%s", note)
             self.lock.notify_all()
 
     def forget_missing(self, namespace: Optional[str], present: set) -> None:
@@ -1732,8 +2050,8 @@ class _Follower:
     def relist(self, namespace: Optional[str]) -> str:
         meta: Dict[str, Any] = {}
         present = set()
-        for pod in self.client.list_pods(namespace, label_selector=self.selector, field_selector=self.field_selector,
-                                         list_meta=meta):
+        for pod in self.client.list_pods(namespace, label_selector=self.settings.selector,
+                                         field_selector=self.settings.field_selector, list_meta=meta):
             present.add((pod.get("metadata") or {}).get("uid"))
             self.update(pod)
         self.forget_missing(namespace, present)
@@ -1746,8 +2064,8 @@ class _Follower:
                 if version is None:
                     version = self.relist(namespace)
                 for kind, pod in self.client.watch_pods(namespace, resource_version=version,
-                                                        label_selector=self.selector,
-                                                        field_selector=self.field_selector):
+                                                        label_selector=self.settings.selector,
+                                                        field_selector=self.settings.field_selector):
                     version = (pod.get("metadata") or {}).get("resourceVersion") or version
                     failures = 0
                     if kind != "BOOKMARK":
@@ -1793,40 +2111,41 @@ class _Follower:
                     self._later(task, 0.5)
                     continue
                 self.busy.add(label)
-                job = task.job = _ContainerExport(self.client, self.store, self.options, task.container, follow=True)
+                job = task.job = _Job(self.client, self.store, self.settings, task.container, folders=self.folders,
+                                      stream=_Stream())
                 task.started = time.monotonic()
-            outcome = _RunOutcome(self.collector)
+            turn = _Turn(self.collector)
             try:
-                job.run(outcome)
+                job.run(turn)
             except Exception as exc:  # a bug must not stop the other streams
                 _log.exception("%s: unexpected error", task.container.label)
-                outcome.fail(task.container, "unexpected error: %r" % exc)
+                turn.failed(task.container, "unexpected error: %r" % exc)
             with self.lock:
                 self.busy.discard(label)
-                task.job, task.outcome = None, outcome
-                task.activity = max(task.activity, job.last_data)
-                self._after(task, job, outcome)
+                task.job, task.turn = None, turn
+                task.activity = max(task.activity, job.stream.last_data)
+                self._after(task, job, turn)
 
-    def _after(self, task: _FollowTask, job: _ContainerExport, outcome: _RunOutcome) -> None:
+    def _after(self, task: _FollowTask, job: _Job, turn: _Turn) -> None:
         c = task.container
         if self.stop.is_set():
             return
-        if outcome.failed is not None:
+        if turn.failure is not None:
             task.failures += 1
-            if outcome.failed.get("status") in (401, 403) and not task.refused:
+            if turn.failure.get("status") in (401, 403) and not task.refused:
                 task.refused = True  # reported once; retried with backoff in case the permission is granted
-                self.collector.fail(c, outcome.failed["reason"], status=outcome.failed["status"])
+                self.collector.failed(c, turn.failure["reason"], status=turn.failure["status"])
             self._later(task, min(MAX_BACKOFF_SECONDS, self.client.backoff * 2 ** task.failures))
             return
         task.failures = 0
         if job.c is not task.container and not task.deleted:
-            self._enqueue(task)  # the pod changed while this run used its old status: run again with the new
-        elif job.yield_requested:
+            self._enqueue(task)  # the pod changed while this turn used its old status: go again with the new
+        elif job.stream.yield_requested:
             task.turns += 1
             self._enqueue(task)
-        elif task.deleted or outcome.skipped == "pod deleted":
+        elif task.deleted or turn.skip == "pod deleted":
             del self.tasks[c.key]  # drained
-        elif outcome.skipped is not None or c.state == "terminated":
+        elif turn.skip is not None or c.state == "terminated":
             pass  # the next pod event (start, restart) queues it again
         else:
             self._later(task, 1.0)  # the stream ended while the container runs: reopen it
@@ -1848,53 +2167,54 @@ class _Follower:
                 if task.job is not None:
                     with contextlib.suppress(OSError):  # the stream's own next write reports a full disk
                         task.job.checkpoint_if_due()
-            if self.store is not None:
-                self.store.save_if_due()
+            self.store.save_if_due()
             waiting = len(self.queue)
             if not waiting:
                 return
-            running = [t for t in self.tasks.values() if t.job is not None and not t.job.yield_requested]
-            running.sort(key=lambda t: t.job.last_data)  # the quietest give way first
+            running = [t for t in self.tasks.values() if t.job is not None and not t.job.stream.yield_requested]
+            running.sort(key=lambda t: t.job.stream.last_data)  # the quietest give way first
             for task in running:
                 if waiting <= 0:
                     break
-                if now - task.job.last_data >= IDLE_RELEASE_SECONDS or now - task.started >= MAX_HOLD_SECONDS:
-                    task.job.request_yield()
+                stream = task.job.stream
+                if now - stream.last_data >= IDLE_RELEASE_SECONDS or now - task.started >= MAX_HOLD_SECONDS:
+                    stream.request_yield()
                     waiting -= 1
 
     def finish(self) -> None:
         with self.lock:
+            result = self.collector.result
             for task in self.tasks.values():
-                outcome = task.outcome
-                if outcome is None:
+                turn = task.turn
+                if turn is None:
                     continue
-                if outcome.failed is not None and outcome.failed.get("status") not in (401, 403):
-                    self.collector.result.failed.append(outcome.failed)
-                elif outcome.skipped is not None:
-                    self.collector.skip(task.container, outcome.skipped)
+                if turn.failure is not None and turn.failure.get("status") not in (401, 403):
+                    result.failed.append(turn.failure)
+                elif turn.skip is not None:
+                    self.collector.skipped(task.container, turn.skip)
                 else:
                     self.collector.exported(task.container)
-            self.collector.result.containers = len(self.tasks)
+            result.containers = len(self.tasks)
+            result.pods = len(self.pods)
 
 
-def _follow(client: KubeClient, store: Optional[_State], options: _Options, collector: _Collector, *,
-            namespaces: Sequence[str], explicit_all: bool, account_dir: Path, concurrency: int,
-            stop: threading.Event, shard: Tuple[Optional[int], Optional[int]], selector: Optional[str],
-            field_selector: Optional[str]) -> None:
-    follower = _Follower(client, store, options, collector, concurrency, stop, shard, selector, field_selector)
-    sources: List[Tuple[Optional[str], Optional[str]]] = [(namespace, None) for namespace in namespaces]
+def _export_follow(client: KubeClient, store: _State, settings: "_Settings", collector: _Collector,
+                   stop: threading.Event, account_dir: Path) -> None:
+    follower = _Follower(client, store, settings, collector, stop)
+    sources: List[Tuple[Optional[str], Optional[str]]] = [(namespace, None) for namespace in settings.namespaces]
     if not sources:
         try:
             sources = [(None, follower.relist(None))]
         except _Stopped:
             return
         except ApiError as exc:
-            namespace = _own_namespace_instead(exc, explicit_all, account_dir)
+            namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir)
             collector.result.notes.append("cannot list pods in all namespaces (forbidden); following namespace %s only"
                                           % namespace)
             sources = [(namespace, None)]
     threads = [threading.Thread(target=follower.watch, args=source, name="watch", daemon=True) for source in sources]
-    threads += [threading.Thread(target=follower.work, name="follow", daemon=True) for _ in range(concurrency)]
+    threads += [threading.Thread(target=follower.work, name="follow", daemon=True)
+                for _ in range(settings.concurrency)]
     for thread in threads:
         thread.start()
     try:
@@ -1904,11 +2224,77 @@ def _follow(client: KubeClient, store: Optional[_State], options: _Options, coll
         stop.set()
         for thread in threads:
             while thread.is_alive():
-                client.abort()  # streams and watches return at once; each run checkpoints what it wrote
+                client.abort()  # streams and watches return at once; each turn checkpoints what it wrote
                 thread.join(0.1)
         follower.finish()
     if follower.fatal is not None:
         raise follower.fatal
+
+
+# ---------------------------------------------------------------------------
+# export_logs: settings and the run
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """What to export and how: validated once, whether from export_logs' arguments or the command line."""
+
+    output_dir: Path
+    namespaces: Tuple[str, ...] = ()
+    all_namespaces: bool = False
+    selector: Optional[str] = None
+    field_selector: Optional[str] = None
+    since_ns: Optional[int] = None
+    shard_index: Optional[int] = None
+    shard_count: Optional[int] = None
+    gzip: bool = False
+    timestamps: bool = True
+    use_state: bool = True
+    dry_run: bool = False
+    follow: bool = False
+    concurrency: int = 4
+
+    @classmethod
+    def create(cls, output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Optional[Iterable[str]] = None,
+               all_namespaces: bool = False, selector: Optional[str] = None, field_selector: Optional[str] = None,
+               since: Optional[float] = None, since_time: Optional[str] = None, shard_index: Optional[int] = None,
+               shard_count: Optional[int] = None, gzip: bool = False, timestamps: bool = True, state: bool = True,
+               dry_run: bool = False, follow: bool = False, concurrency: int = 4) -> "_Settings":
+        """Raise ConfigError, with what to do, for settings that cannot work together."""
+        namespaces = tuple(namespaces or ())
+        if concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if all_namespaces and namespaces:
+            raise ConfigError("-A and -n exclude each other: pass one")
+        if since is not None and since_time is not None:
+            raise ConfigError("since and since_time exclude each other: pass one")
+        since_ns = None
+        if since is not None:
+            since_ns = time.time_ns() - int(since * NS_PER_SECOND)
+        elif since_time is not None:
+            try:
+                since_ns = parse_timestamp(since_time)
+            except ValueError:
+                raise ConfigError("since-time %r is not an RFC 3339 time: use e.g. 2026-11-29T10:00:00Z"
+                                  % since_time) from None
+        if (shard_index is None) != (shard_count is None):
+            raise ConfigError("shard index and shard count go together")
+        if shard_count is not None and not 0 <= shard_index < shard_count:
+            raise ConfigError("shard index %s is outside 0..%d" % (shard_index, shard_count - 1))
+        if follow and (dry_run or not state):
+            raise ConfigError("follow mode keeps a state: it excludes dry-run and no-state")
+        return cls(Path(output_dir), namespaces, all_namespaces, selector, field_selector, since_ns, shard_index,
+                   shard_count, gzip, timestamps, state, dry_run, follow, concurrency)
+
+    def in_shard(self, namespace: str, pod: str) -> bool:
+        # crc32 is stable across runs, machines and Python versions (hash() is salted).
+        return not self.shard_count or zlib.crc32(("%s/%s" % (namespace, pod)).encode()) % self.shard_count == self.shard_index
+
+    @property
+    def suffix(self) -> str:
+        """Each shard of an Indexed Job keeps its own state and lock in the shared folder."""
+        return ".shard-%d-of-%d" % (self.shard_index, self.shard_count) if self.shard_count else ""
 
 
 def _lock_output(path: Path) -> int:
@@ -1921,107 +2307,37 @@ def _lock_output(path: Path) -> int:
     return fd
 
 
-def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Optional[Iterable[str]] = None,
-                all_namespaces: bool = False, selector: Optional[str] = None, field_selector: Optional[str] = None,
-                server: Optional[str] = None, token_file: Optional[os.PathLike] = None,
-                ca_file: Optional[os.PathLike] = None, insecure_skip_tls_verify: bool = False, concurrency: int = 4,
-                gzip: bool = False, timestamps: bool = True, state: bool = True, since: Optional[float] = None,
-                since_time: Optional[str] = None, shard_index: Optional[int] = None, shard_count: Optional[int] = None,
-                dry_run: bool = False, environ: Optional[Mapping[str, str]] = None,
-                account_dir: os.PathLike = SERVICE_ACCOUNT_DIR, retries: int = RETRIES,
-                backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
-                progress: Optional[Callable[[ExportResult], None]] = None, follow: bool = False) -> ExportResult:
-    """Export the logs of every container of the selected pods into ``output_dir``.
-
-    ``since`` (seconds) or ``since_time`` (RFC 3339) bound the first export of
-    a container; later runs continue after the last line exported.  Raises
-    ConfigError for unusable settings and ApiError when pods cannot be listed;
-    per-container problems are reported in the returned ExportResult.
-
-    With ``follow``, stream every selected container as it writes, pods
-    created later included, until ``stop_event`` is set (main() sets it on
-    SIGTERM); the files and state are the same as a batch run's.
-    """
+def _run(settings: _Settings, client: KubeClient, *, stop: threading.Event, account_dir: Path,
+         progress: Optional[Callable[[ExportResult], None]] = None) -> ExportResult:
     started = time.monotonic()
-    if concurrency < 1:
-        raise ConfigError("concurrency must be at least 1")
-    if since is not None and since_time is not None:
-        raise ConfigError("since and since_time exclude each other: pass one")
-    since_ns = None
-    if since is not None:
-        since_ns = time.time_ns() - int(since * NS_PER_SECOND)
-    elif since_time is not None:
-        try:
-            since_ns = parse_timestamp(since_time)
-        except ValueError:
-            raise ConfigError("since-time %r is not an RFC 3339 time: use e.g. 2026-11-29T10:00:00Z" % since_time) from None
-    if (shard_index is None) != (shard_count is None):
-        raise ConfigError("shard index and shard count go together")
-    if shard_count is not None and not 0 <= shard_index < shard_count:
-        raise ConfigError("shard index %s is outside 0..%d" % (shard_index, shard_count - 1))
-    if follow and (dry_run or not state):
-        raise ConfigError("follow mode keeps a state: it excludes dry-run and no-state")
-
-    stop_event = stop_event or threading.Event()
-    client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
-                                             token_file=token_file, ca_file=ca_file,
-                                             insecure_skip_tls_verify=insecure_skip_tls_verify, retries=retries,
-                                             backoff=backoff, stop_event=stop_event)
-    output = Path(output_dir)
+    output = settings.output_dir
     result = ExportResult(output_dir=str(output))
-    namespaces = list(namespaces or ())
-    suffix = ".shard-%d-of-%d" % (shard_index, shard_count) if shard_count else ""
+    state_path = output / STATE_FILENAME.replace(".json", settings.suffix + ".json")
     lock_fd = None
-    if not dry_run:
-        try:
-            output.mkdir(mode=0o700, parents=True, exist_ok=True)
-            lock_fd = _lock_output(output / (LOCK_FILENAME + suffix))
-        except OSError as exc:
-            raise ConfigError("cannot write to %s (%s): pass a writable --output-dir" % (output, exc.strerror)) from None
     store = None
     try:
-        if state and not dry_run:
-            store = _State(output / STATE_FILENAME.replace(".json", suffix + ".json"))
-        options = _Options(output, gzip, timestamps, state, since_ns)
-        collector = _Collector(result, progress)
-        if follow:
-            _follow(client, store, options, collector, namespaces=namespaces, explicit_all=all_namespaces,
-                    account_dir=Path(account_dir), concurrency=concurrency, stop=stop_event,
-                    shard=(shard_index, shard_count), selector=selector, field_selector=field_selector)
-            return result
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="export") as pool:
-            pending: set = set()
+        if settings.dry_run:
+            store = _State(state_path) if settings.use_state else None  # read only: dry runs save nothing
+        else:
             try:
-                pods = _list_pods(client, namespaces, all_namespaces, Path(account_dir), selector, field_selector, result)
-                for container in _select(pods, shard_index, shard_count, result):
-                    if dry_run:
-                        result.planned.append(pod_log_url(client.server, container.namespace, container.pod,
-                                                          container.name, timestamps=True))
-                        continue
-                    pending.add(pool.submit(_run_job, _ContainerExport(client, store, options, container), collector))
-                    # A bounded queue keeps memory flat on a cluster of any size.
-                    while len(pending) >= concurrency * 4:
-                        _done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                        if stop_event.is_set():
-                            client.abort()
-                            raise _Stopped()
-            except _Stopped:
-                result.interrupted = True
-            except BaseException:
-                stop_event.set()
-                raise
-            finally:
-                while pending:
-                    _done, pending = wait(pending, timeout=0.2)
-                    if stop_event.is_set():
-                        client.abort()  # unblock workers waiting on a quiet stream
+                output.mkdir(mode=0o700, parents=True, exist_ok=True)
+                lock_fd = _lock_output(output / (LOCK_FILENAME + settings.suffix))
+            except OSError as exc:
+                raise ConfigError("cannot write to %s (%s): pass a writable --output-dir" % (output, exc.strerror)) from None
+            if settings.use_state:
+                store = _State(state_path)
+        collector = _Collector(result, progress)
+        if settings.follow:
+            _export_follow(client, store, settings, collector, stop, account_dir)
+        else:
+            _export_batch(client, store, settings, collector, stop, account_dir)
     finally:
         try:
-            if store is not None:
+            if store is not None and not settings.dry_run:
                 store.save(prune_before=time.time() - STATE_FORGET_AFTER)
         except OSError as exc:
-            reason = "cannot save the state file %s: %s; the next run exports this run's lines again" % (
-                store.path, exc.strerror)
+            reason = "cannot save the state file %s: %s; the next run continues from the files" % (
+                exc.filename or store.path, exc.strerror)
             _log.error("%s", reason)
             result.failed.append({"container": "", "status": 0, "reason": reason})
         finally:
@@ -2029,36 +2345,39 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
             if lock_fd is not None:
                 os.close(lock_fd)
             result.duration_seconds = round(time.monotonic() - started, 3)
-    if stop_event.is_set() and not follow:
+    if stop.is_set() and not settings.follow:
         result.interrupted = True
     return result
 
 
-def _select(pods: Iterable[Dict[str, Any]], shard_index: Optional[int], shard_count: Optional[int],
-            result: ExportResult) -> Iterator[_Container]:
-    """The containers of the pods in this shard, each pod once (a relisted page repeats pods)."""
-    seen = set()
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        uid = meta.get("uid") or ""
-        if uid in seen or (shard_count and not _in_shard(meta.get("namespace") or "", meta.get("name") or "",
-                                                          shard_index, shard_count)):
-            continue
-        seen.add(uid)
-        result.pods += 1
-        for container in _containers_of(pod):
-            result.containers += 1
-            yield container
+def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optional[KubeClient] = None,
+                server: Optional[str] = None, token_file: Optional[os.PathLike] = None,
+                ca_file: Optional[os.PathLike] = None, insecure_skip_tls_verify: bool = False,
+                environ: Optional[Mapping[str, str]] = None, account_dir: os.PathLike = SERVICE_ACCOUNT_DIR,
+                retries: int = RETRIES, backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
+                progress: Optional[Callable[[ExportResult], None]] = None, **options: Any) -> ExportResult:
+    """Export the logs of every container of the selected pods into ``output_dir``.
 
+    ``options`` select and shape the export: ``namespaces``, ``all_namespaces``, ``selector``, ``field_selector``,
+    ``since`` (seconds) or ``since_time`` (RFC 3339) for the first export of a container (later runs continue
+    after the last line exported), ``shard_index``/``shard_count``, ``gzip``, ``timestamps``, ``state``,
+    ``dry_run``, ``concurrency`` and ``follow``: stream every selected container as it writes, pods created later
+    included, until ``stop_event`` is set (main() sets it on SIGTERM), into the same files and state.
 
-def _run_job(job: _ContainerExport, collector: _Collector) -> None:
-    try:
-        job.run(collector)
-    except Exception as exc:  # a bug must not take the other containers down with it
-        _log.exception("%s: unexpected error", job.c.label)
-        collector.fail(job.c, "unexpected error: %r" % exc)
-    finally:
-        collector.done()
+    Connects with ``client`` or, without one, as a pod does (``server``, ``token_file``, ``ca_file`` override).
+    Raises ConfigError for unusable settings and ApiError when pods cannot be listed; per-container problems are
+    reported in the returned ExportResult.
+    """
+    settings = _Settings.create(output_dir, **options)
+    stop = stop_event or (client.stop_event if client is not None else threading.Event())
+    if client is None:
+        client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
+                                                 token_file=token_file, ca_file=ca_file,
+                                                 insecure_skip_tls_verify=insecure_skip_tls_verify, retries=retries,
+                                                 backoff=backoff, stop_event=stop)
+    else:
+        client.stop_event = stop
+    return _run(settings, client, stop=stop, account_dir=Path(account_dir), progress=progress)
 
 
 # ---------------------------------------------------------------------------
@@ -2069,7 +2388,27 @@ def _run_job(job: _ContainerExport, collector: _Collector) -> None:
 def _build_parser():
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # type: ignore[override]  # one line, as every other error (the usage is in --help)
+            self.exit(EXIT_USAGE, "kubelogexporter: error: %s (see --help)\n" % message)
+
+    def positive(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError("must be a whole number of at least 1, not %r" % text)
+        return int(text)
+
+    def index(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError("must be a whole number of at least 0, not %r" % text)
+        return int(text)
+
+    def duration(text: str) -> float:
+        try:
+            return _parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser = Parser(
         prog="kubelogexporter",
         description="Export the logs of Kubernetes pods to OUTPUT_DIR/<namespace>/<pod>/<container>.log, "
                     "each line exactly once across runs, using the pod's service account.",
@@ -2083,10 +2422,10 @@ def _build_parser():
                         help="export every namespace (the default without -n)")
     select.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. app=web,tier!=db")
     select.add_argument("--field-selector", metavar="SELECTOR", help="field selector, e.g. spec.nodeName=node-1")
-    select.add_argument("--since", metavar="DURATION", help="first export of a container starts this long ago (90s, 15m, 2h, 1d)")
+    select.add_argument("--since", type=duration, metavar="DURATION", help="first export of a container starts this long ago (90s, 15m, 2h, 1d)")
     select.add_argument("--since-time", metavar="RFC3339", help="first export of a container starts at this time")
-    select.add_argument("--shard-index", type=int, metavar="I", help="export shard I of --shard-count (default $JOB_COMPLETION_INDEX)")
-    select.add_argument("--shard-count", type=int, metavar="N", help="split pods into N shards by a stable hash of namespace/name")
+    select.add_argument("--shard-index", type=index, metavar="I", help="export shard I of --shard-count (default $JOB_COMPLETION_INDEX)")
+    select.add_argument("--shard-count", type=positive, metavar="N", help="split pods into N shards by a stable hash of namespace/name")
 
     write = parser.add_argument_group("output")
     write.add_argument("-o", "--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR", help="where to write (default ./logs)")
@@ -2103,7 +2442,7 @@ def _build_parser():
     connect.add_argument("--token-file", metavar="FILE", help="bearer token file (default the service account's)")
     connect.add_argument("--ca-file", metavar="FILE", help="CA certificate file (default the service account's)")
     connect.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify the server's certificate (unsafe)")
-    connect.add_argument("--concurrency", type=int, default=4, metavar="N", help="simultaneous log streams (default 4)")
+    connect.add_argument("--concurrency", type=positive, default=4, metavar="N", help="simultaneous log streams (default 4)")
 
     report = parser.add_argument_group("reporting")
     report.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -2159,27 +2498,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write("kubelogexporter: error: %s\n" % message)
         return code
 
-    since = None
-    try:
-        if args.since is not None:
-            since = _parse_duration(args.since)
-    except ValueError as exc:
-        return fail(EXIT_USAGE, str(exc))
-    if args.concurrency < 1:
-        return fail(EXIT_USAGE, "--concurrency must be at least 1")
     shard_index = args.shard_index
-    if args.shard_count is not None:
-        if args.shard_count < 1:
-            return fail(EXIT_USAGE, "--shard-count must be at least 1")
-        if shard_index is None:
-            index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
-            if not index.isdigit():
-                return fail(EXIT_USAGE, "--shard-count needs --shard-index or $%s (an Indexed Job sets it)" % JOB_COMPLETION_INDEX_ENV)
-            shard_index = int(index)
-    elif shard_index is not None:
+    if shard_index is not None and args.shard_count is None:
         return fail(EXIT_USAGE, "--shard-index needs --shard-count")
-    if args.all_namespaces and args.namespaces:
-        return fail(EXIT_USAGE, "-A and -n exclude each other: pass one")
+    if args.shard_count is not None and shard_index is None:
+        index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
+        if not index.isdigit():
+            return fail(EXIT_USAGE, "--shard-count needs --shard-index or $%s (an Indexed Job sets it)" % JOB_COMPLETION_INDEX_ENV)
+        shard_index = int(index)
+    try:
+        settings = _Settings.create(
+            args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
+            field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
+            shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
+            dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+    except ConfigError as exc:
+        return fail(EXIT_USAGE, str(exc))
 
     handler = _StderrHandler(sys.stderr)
     _log.addHandler(handler)
@@ -2208,13 +2542,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous_handlers[signum] = signal.signal(signum, on_signal)
     try:
-        result = export_logs(
-            args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
-            field_selector=args.field_selector, server=args.server, token_file=args.token_file, ca_file=args.ca_file,
-            insecure_skip_tls_verify=args.insecure_skip_tls_verify, concurrency=args.concurrency, gzip=args.gzip,
-            timestamps=args.timestamps, state=args.state, since=since, since_time=args.since_time,
-            shard_index=shard_index, shard_count=args.shard_count, dry_run=args.dry_run, stop_event=stop,
-            progress=progress if live else None, follow=args.follow)
+        client = KubeClient.from_service_account(server=args.server, token_file=args.token_file, ca_file=args.ca_file,
+                                                 insecure_skip_tls_verify=args.insecure_skip_tls_verify,
+                                                 stop_event=stop)
+        result = _run(settings, client, stop=stop, account_dir=Path(SERVICE_ACCOUNT_DIR),
+                      progress=progress if live else None)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
     except ApiError as exc:

@@ -64,7 +64,7 @@ def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
 
 @pytest.mark.parametrize("extra, message", [
     (["--since", "yesterday"], "not a duration: 'yesterday' (use e.g. 90s, 15m, 2h, 1d)"),
-    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--concurrency", "0"], "argument --concurrency: must be a whole number of at least 1, not '0'"),
     (["--shard-count", "3"], "--shard-count needs --shard-index or $JOB_COMPLETION_INDEX"),
     (["--shard-index", "1"], "--shard-index needs --shard-count"),
     (["-A", "-n", "shop"], "-A and -n exclude each other"),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -287,16 +288,25 @@ def test_a_lost_state_file_is_recovered_from_the_log_file(cluster, apiserver, ap
     assert (export.output / "shop" / "web" / "app.log").read_bytes() == served(api, "shop", "web", "app")
 
 
-def test_bytes_past_the_last_checkpoint_are_cut_before_appending(cluster, apiserver, api, export):
+@pytest.mark.parametrize("rotate", [False, True])
+def test_lines_past_the_last_checkpoint_are_kept_and_continued_not_cut(cluster, apiserver, api, export, rotate):
     cluster.add_pod("shop", "web")
     tricky_lines(cluster)
     export()
     path = export.output / "shop" / "web" / "app.log"
-    with open(path, "ab") as handle:  # what a run killed before its checkpoint leaves behind
-        handle.write(b"2026-11-29T10:09:00.000000000Z a line the state never recorded\n2026-11-29T10:0")
+    recorded = path.read_bytes()
     tricky_lines(cluster)
-    assert export().ok
-    assert path.read_bytes() == served(api, "shop", "web", "app")
+    unrecorded = served(api, "shop", "web", "app")[len(recorded):]
+    with open(path, "ab") as handle:  # what a run killed before its checkpoint leaves: lines, then a torn one
+        handle.write(unrecorded + b"2026-11-29T10:0")
+    if rotate:  # the lines the dead run wrote are now only in the archive
+        cluster.rotate_log("shop", "web", "app")
+    tricky_lines(cluster, n=5)
+    result = export()
+    assert result.ok
+    expected = recorded + unrecorded + (cluster.log_bytes("shop", "web", "app") if rotate else b"")
+    assert path.read_bytes() == (expected if rotate else served(api, "shop", "web", "app"))
+    assert bool(result.gaps) == rotate
 
 
 def test_a_recreated_pod_of_the_same_name_appends_after_the_old_one(cluster, apiserver, api, export):
@@ -783,9 +793,10 @@ def test_a_crash_torn_plain_file_without_state_is_continued_not_doubled(cluster,
     assert path.read_bytes() == body, path.read_bytes().count(b"line 0")
 
 
-def test_recover_cursor_unit(tmp_path):
+def test_recover_anchor_unit(tmp_path):
     p = tmp_path / "f.log"
     p.write_bytes(b"2026-11-29T10:00:00.000000000Z a\n2026-11-29T10:00:01.000000000Z b\n2026-11-29T10:00:02.0")
-    cursor, complete = kubelogexporter._recover_cursor(p, compressed=False)
+    anchor, complete = kubelogexporter._recover_anchor(p, compressed=False)
     assert complete == 66
-    assert cursor is not None and cursor.count == 1, cursor
+    assert anchor == (kubelogexporter.parse_timestamp("2026-11-29T10:00:01Z"), 1,
+                      zlib.crc32(b"2026-11-29T10:00:01.000000000Z b"))
