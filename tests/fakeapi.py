@@ -775,10 +775,25 @@ class FaultPlan:
         with self._server._lock:
             self._server._open_cuts.add((namespace, pod, container))
 
+    def endless_log(self, namespace=None, pod=None, container=None, *, chunk: bytes = b"x" * 65536,
+                    interval: float = 0.0, seconds: float = 30.0, times=1) -> None:
+        """After the body, send `chunk` again and again, no newline, every `interval` seconds: a line that
+        never ends (a progress bar gone wild) or, with a long interval, a trickle.  Stops after `seconds`."""
+        self._add("endless", times, chunk=chunk, interval=interval, seconds=seconds,
+                  **self._target(namespace, pod, container))
+
     def log_error_tail(self, namespace, pod, container, text: str, times=1) -> None:
         """After the body, write `text` as-is (the kubelet writes its error string,
         no timestamp, no newline added) and end the body normally."""
         self._add("tail", times, text=text, **self._target(namespace, pod, container))
+
+
+def _endless(chunk: bytes, interval: float, seconds: float, gone) -> Iterator[bytes]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not gone():
+        yield chunk
+        if interval:
+            time.sleep(interval)
 
 
 def _matches_target(args: dict, ns, pod, container) -> bool:
@@ -1446,6 +1461,9 @@ class FakeAPIServer:
         target = lambda a: _matches_target(a, ns, name, cname)  # noqa: E731
         cuts = [a["at_byte"] for a in self.faults._take("cut", target)]
         mids = sorted(((a["at_byte"], a["callback"]) for a in self.faults._take("mid", target)), key=lambda m: m[0])
+        for a in self.faults._take("endless", target):
+            pieces = itertools.chain(pieces, _endless(a["chunk"], a["interval"], a["seconds"],
+                                                      gone=lambda: self._client_gone(h)))
         tail_text = "".join(a["text"] for a in self.faults._take("tail", target)).encode()
         self._stream(h, rec, pieces, min(cuts) if cuts else None, mids, (ns, name, cname, q), tail_text)
 

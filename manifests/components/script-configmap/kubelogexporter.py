@@ -1149,7 +1149,8 @@ class _OpenLine:
 
     __slots__ = ("ns", "anchor", "crc", "write", "candidate", "error")
 
-    def __init__(self, ns: int, anchor: Optional[_Anchor], write: bool, candidate: bool, error: bytes = b""):
+    def __init__(self, ns: int, anchor: Optional[_Anchor], write: bool, candidate: bool,
+                 error: Optional[bytearray] = None):
         self.ns, self.anchor, self.write, self.candidate, self.error = ns, anchor, write, candidate, error
         self.crc = 0
 
@@ -1244,7 +1245,7 @@ class _LineFilter:
         if line is None:
             match = _TS_RE.match(buffer, start)
             if match is None:
-                line = self.open = _OpenLine(0, None, False, False, bytes(view[start:start + 500]))
+                line = self.open = _OpenLine(0, None, False, False, bytearray())
             else:
                 ns = _match_ns(match)
                 last = self.last
@@ -1260,6 +1261,8 @@ class _LineFilter:
         else:
             first = False
         data = view[start:end]
+        if line.error is not None:
+            line.error += data[:500 - len(line.error)]
         if line.write or line.candidate:
             line.crc = zlib.crc32(data, line.crc)
         if line.write:
@@ -1268,7 +1271,8 @@ class _LineFilter:
     def end_piece(self, buffer: bytearray, view: memoryview, end: int) -> None:
         """The last part of the open line: view[:end], newline included."""
         line, self.open = self.open, None
-        if line.error:
+        if line.error is not None:
+            line.error += view[:min(end - 1, 500 - len(line.error))]
             self.errors.append(line.error.decode("utf-8", "replace").strip())
             return
         if line.write or line.candidate:
