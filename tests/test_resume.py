@@ -237,29 +237,53 @@ def lines_of(data):
     return complete.splitlines()
 
 
+def decompressed_prefix(path):
+    """What a gzip file holds, a member torn by a kill included (as far as it decompresses)."""
+    d, out = zlib.decompressobj(31), []
+    data = path.read_bytes()
+    while data:
+        try:
+            out.append(d.decompress(data))
+        except zlib.error:
+            break
+        data = d.unused_data
+        if not d.eof:
+            break
+        d = zlib.decompressobj(31)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("gz", [False, True])
 def test_kill_9_at_random_instants_then_a_rotation_never_takes_back_a_line(cluster, apiserver, service_account,
-                                                                           tmp_path):
+                                                                           tmp_path, gz):
     rng = random.Random(8)
     cluster.add_pod("shop", "web")
-    path = tmp_path / "logs" / "shop" / "web" / "app.log"
-    args = cli(apiserver, service_account, tmp_path / "logs")
+    path = tmp_path / "logs" / "shop" / "web" / ("app.log.gz" if gz else "app.log")
+    args = cli(apiserver, service_account, tmp_path / "logs", *(["--gzip"] if gz else []))
     counter = 0
     before = b""
-    for round_ in range(6):
+    for round_ in range(5):
         cluster.append_log("shop", "web", "app", ["r%d line %d %s" % (round_, counter + i, "x" * 200)
                                                   for i in range(20000)])
         counter += 20000
+        release = threading.Event()
+        at = rng.randrange(1, 4_000_000)
+        apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=at)
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 0.6))
+        wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= at and not r.done
+                             for r in apiserver.requests) or proc.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.3))  # the exporter writes what it has received, or part of it
         proc.kill()
         proc.wait()
+        release.set()
+        apiserver.faults.clear()
         cluster.rotate_log("shop", "web", "app")  # what the killed run had not reached is gone for good
-        now = path.read_bytes() if path.exists() else b""
+        now = (decompressed_prefix(path) if gz else path.read_bytes()) if path.exists() else b""
         assert now.startswith(before[:before.rfind(b"\n") + 1])
         before = now
     cluster.append_log("shop", "web", "app", ["the end"])
     assert subprocess.run(args).returncode == 0
-    final = path.read_bytes()
+    final = gzip.decompress(path.read_bytes()) if gz else path.read_bytes()
     assert final.startswith(before[:before.rfind(b"\n") + 1])  # a line on disk is never taken back
     texts = [line.split(b" ", 1)[1] for line in lines_of(final)]
     assert len(texts) == len(set(texts))  # and none is written twice
