@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,14 +84,32 @@ def sa_environ(apiserver) -> dict:
     return {"KUBERNETES_SERVICE_HOST": apiserver.host, "KUBERNETES_SERVICE_PORT": str(apiserver.port)}
 
 
-@pytest.fixture(name="ts")
-def ts_fixture():
-    return fakeapi.ts
+@pytest.fixture
+def export(apiserver, service_account, tmp_path):
+    """Run export_logs against the fake server as a pod would; ``export.output`` is the folder."""
+    from kubelogexporter import export_logs
+
+    output = tmp_path / "logs"
+
+    def run(**options):
+        options.setdefault("backoff", 0.001)
+        return export_logs(options.pop("output", output), server=options.pop("server", apiserver.url),
+                           account_dir=service_account, environ={}, **options)
+
+    run.output = output
+    return run
 
 
-@pytest.fixture(name="log_lines")
-def log_lines_fixture():
-    return fakeapi.log_lines
+def cli_args(apiserver, service_account, output):
+    """The command line of a run against the fake server, as a pod's files would give it."""
+    return ["--server", apiserver.url, "--token-file", str(service_account / "token"),
+            "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "--concurrency", "1"]
+
+
+def cli(args, **kwargs):
+    """The script in a process of its own (for kills, signals and memory), text output piped."""
+    return subprocess.Popen([sys.executable, str(ROOT / "kubelogexporter.py")] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 class ApiClient:

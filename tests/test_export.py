@@ -10,32 +10,14 @@ import sys
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 
-from conftest import SA_USER, wait_for
+from conftest import ROOT, SA_USER, cli, cli_args, wait_for
 from fakeapi import NS, FakeAPIServer
 
 import kubelogexporter
 from kubelogexporter import export_logs
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def export(apiserver, service_account, tmp_path):
-    """Run export_logs against the fake server; ``export.output`` is the folder."""
-    output = tmp_path / "logs"
-
-    def run(**options):
-        options.setdefault("backoff", 0.001)
-        return export_logs(options.pop("output", output), server=options.pop("server", apiserver.url),
-                           account_dir=service_account, environ={}, **options)
-
-    run.output = output
-    return run
-
 
 def served(api, namespace, pod, container, previous=False):
     """The whole log the API serves for a container, with timestamps: what the file must hold."""
@@ -452,16 +434,6 @@ def test_dry_run_lists_urls_and_fetches_nothing(cluster, apiserver, export):
 # -- crashes, kills, full disks ------------------------------------------------
 
 
-def cli(args, **kwargs):
-    return subprocess.Popen([sys.executable, str(ROOT / "kubelogexporter.py")] + args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def cli_args(apiserver, service_account, output):
-    return ["--server", apiserver.url, "--token-file", str(service_account / "token"),
-            "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "--concurrency", "1"]
-
-
 def big_log(cluster, pod, mib, start=1795946400):
     """A log of ``mib`` * 5000 lines of 222 bytes, a thousand lines a second from ``start``."""
     line = b"x" * 190
@@ -592,7 +564,7 @@ def test_gaps_reach_the_summary_and_json(cluster, apiserver, service_account, tm
     assert err.rstrip().endswith("1 with gaps")
 
 
-# -- races and edges found in review --------------------------------------------
+# -- restarts, recreated pods and unterminated lines ------------------------------
 
 
 def texts(path):
@@ -692,7 +664,8 @@ def test_a_first_export_killed_midway_is_completed_by_the_next_run(
     args = cli_args(apiserver, service_account, tmp_path / "logs") + [flag]
     proc = cli(args)
     wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= len(body) // 2 for r in apiserver.requests))
-    time.sleep(0.2)  # let the exporter write what it has received
+    path = tmp_path / "logs" / "shop" / "web" / ("app.log.gz" if flag == "--gzip" else "app.log")
+    wait_for(lambda: path.exists() and path.stat().st_size > 0)  # it has written part of what it received
     proc.kill()
     proc.wait()
     release.set()

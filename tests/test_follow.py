@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,7 @@ from kubelogexporter import export_logs
 
 from conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 
 
 @pytest.fixture
@@ -177,7 +176,7 @@ def test_follow_excludes_dry_run_and_no_state(tmp_path, service_account):
             export_logs(tmp_path, account_dir=service_account, environ={}, follow=True, **options)
 
 
-# -- found in the second review ------------------------------------------------
+# -- turns, exits, quiet lines and signals --------------------------------------
 
 
 def log_reqs(apiserver, pod):
@@ -269,28 +268,35 @@ def test_a_followed_line_then_silence_is_checkpointed(cluster, apiserver, follow
         assert read_log(path, compressed).endswith(b" one quiet line\n")
 
 
-def test_follow_workers_keep_no_batch_sized_buffers(cluster, apiserver, follow, monkeypatch):
-    kept = {}
-    real = kubelogexporter._worker_buffer
-
-    def spy():
-        buffer = real()
-        kept[threading.current_thread().ident] = len(buffer)
-        return buffer
-
-    monkeypatch.setattr(kubelogexporter, "_worker_buffer", spy)
-    for i in range(6):
+def test_memory_of_follow_mode_does_not_grow_with_batch_sized_buffers_per_stream(
+        cluster, apiserver, service_account, tmp_path):
+    """32 streams, each across a restart: with a batch-sized (1 MiB) buffer per stream this peaks 32 MiB higher."""
+    for i in range(32):
         cluster.add_pod("shop", "web-%d" % i)
-        cluster.append_log("shop", "web-%d" % i, "app", ["first instance"])
-    with follow(concurrency=6):
-        for i in range(6):
-            wait_for(lambda: content(follow.output / "shop" / ("web-%d" % i) / "app.log").endswith(b"first instance\n"))
-        for i in range(6):
-            cluster.restart_container("shop", "web-%d" % i, "app")   # CrashLoopBackOff does this all day
-            cluster.append_log("shop", "web-%d" % i, "app", ["second instance"])
-        for i in range(6):
-            wait_for(lambda: content(follow.output / "shop" / ("web-%d" % i) / "app.log").endswith(b"second instance\n"))
-    assert sum(kept.values()) <= 6 * kubelogexporter.FOLLOW_BLOCK_SIZE
+        cluster.append_log("shop", "web-%d" % i, "app", ["first instance " + "x" * 1000] * 50)
+    code = ("import re, sys, kubelogexporter; rc = kubelogexporter.main(sys.argv[1:]); "
+            "sys.stdout.write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); sys.exit(rc)")
+    output = tmp_path / "logs"
+    args = ["--server", apiserver.url, "--token-file", str(service_account / "token"),
+            "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "--follow", "--concurrency", "32"]
+    proc = subprocess.Popen([sys.executable, "-c", code] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        wait_for(lambda: all(content(output / "shop" / ("web-%d" % i) / "app.log").count(b"first instance") == 50
+                             for i in range(32)), timeout=30)
+        for i in range(32):
+            cluster.restart_container("shop", "web-%d" % i, "app")  # CrashLoopBackOff does this all day
+            cluster.append_log("shop", "web-%d" % i, "app", ["second instance " + "y" * 1000] * 50)
+        wait_for(lambda: all(content(output / "shop" / ("web-%d" % i) / "app.log").count(b"second instance") == 50
+                             for i in range(32)), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    peak_mib = int(out) / 1024
+    print("follow, 32 streams: %.1f MiB peak" % peak_mib)
+    assert peak_mib < 40
 
 
 def test_a_refused_log_is_recorded_once(cluster, apiserver, follow):

@@ -39,7 +39,7 @@ from kubernetes_validate import utils as kv_utils
 
 from conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT  # noqa: E402
 MANIFESTS = ROOT / "manifests"
 SCRIPT = ROOT / "kubelogexporter.py"
 SCRIPT_COPY = MANIFESTS / "components" / "script-configmap" / "kubelogexporter.py"

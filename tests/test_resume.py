@@ -1,8 +1,6 @@
 """Resume by position: the plan, the line filter, and the attacks on "every line once" that shaped them."""
 
-import contextlib
 import gzip
-import json
 import random
 import subprocess
 import sys
@@ -12,7 +10,7 @@ import zlib
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, cli_args, wait_for
 from fakeapi import NS
 
 import kubelogexporter as kle
@@ -177,18 +175,6 @@ def read(path):
     return gzip.decompress(data) if path.suffix == ".gz" else data
 
 
-@pytest.fixture
-def export(apiserver, service_account, tmp_path):
-    output = tmp_path / "logs"
-
-    def run(**options):
-        options.setdefault("backoff", 0.001)
-        return export_logs(output, server=apiserver.url, account_dir=service_account, environ={}, **options)
-
-    run.output = output
-    return run
-
-
 @pytest.mark.parametrize("gz", [False, True])
 def test_racing_lines_over_three_runs_with_cut_streams_end_byte_identical(cluster, apiserver, export, gz):
     cluster.add_pod("shop", "web")
@@ -227,9 +213,7 @@ def test_racing_lines_followed_with_cut_streams_end_byte_identical(cluster, apis
 
 
 def cli(apiserver, service_account, output, *extra):
-    return [sys.executable, str(ROOT / "kubelogexporter.py"), "--server", apiserver.url, "--token-file",
-            str(service_account / "token"), "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "-q",
-            *extra]
+    return [sys.executable, "-m", "kubelogexporter", "-q"] + cli_args(apiserver, service_account, output) + list(extra)
 
 
 def lines_of(data):
@@ -332,7 +316,7 @@ def test_a_200_mib_line_streams_in_flat_memory(cluster, apiserver, service_accou
     cluster.append_log("shop", "web", "app", ["after"], at=T0 + 6 * NS)
     code = ("import re, sys, kubelogexporter; rc = kubelogexporter.main(sys.argv[1:]); "
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code] + cli(apiserver, service_account, tmp_path / "logs")[2:],
+    proc = subprocess.run([sys.executable, "-c", code] + cli(apiserver, service_account, tmp_path / "logs")[3:],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     peak_mib = int(proc.stdout) / 1024

@@ -1033,6 +1033,36 @@ def _plain_tail(path: Path) -> Optional[Tuple[Optional[_Anchor], int]]:
     return _tail_anchor(data, memoryview(data), first, end, None), size - window + end
 
 
+def _salvage_member(output: _OutputFile, start: int, anchor: Optional[_Anchor]) -> Optional[_Anchor]:
+    """A gzip member that a killed run left unfinished at ``start``: its complete lines are on disk, so they are
+    written again as a whole member in its place (never taken back); only the torn line after them goes."""
+    import tempfile
+
+    decompressor = zlib.decompressobj(31)
+    carry = b""
+    with open(output.path, "rb") as handle, tempfile.TemporaryFile(dir=output.path.parent) as spill:
+        handle.seek(start)
+        for raw in iter(lambda: handle.read(BLOCK_SIZE), b""):
+            try:
+                buffer = bytearray(carry + decompressor.decompress(raw))
+            except zlib.error:
+                break
+            end = buffer.rfind(b"\n") + 1
+            if end:
+                if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
+                    break  # not lines of ours: leave them to the cut
+                anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
+                spill.write(buffer[:end])
+            carry = bytes(buffer[end:])
+        output.truncate(start)
+        spill.seek(0)
+        for block in iter(lambda: spill.read(BLOCK_SIZE), b""):
+            output.write(memoryview(block))
+        output.bytes_written = 0  # lines of an earlier run, not this one's
+        output.checkpoint()
+    return anchor
+
+
 def _scan_anchor(path: Path, compressed: bool, offset: int, anchor: Optional[_Anchor]) -> Tuple[Optional[_Anchor], int]:
     """Stream the file from ``offset`` (gzip members one by one), so memory stays flat but for one line."""
     safe, complete = anchor, offset  # the anchor where the complete part ends
@@ -1631,46 +1661,48 @@ class _Job:
                     raise _Stalled()
                 continue
             with self.lock:
-                start = 0
-                if line.open is not None:
-                    start = buffer.index(b"\n") + 1
-                    line.end_piece(buffer, view, start)
-                line.lines(buffer, view, start, end)
-                if line.first_ns is not None:  # so a checkpoint from the supervisor records them
-                    self.last, self.instance, self.held = line.last, instance, True
-                if follow:
-                    self.stream.last_data = time.monotonic()
-                    self.output.flush()
-                if time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS and line.first_ns is not None:
-                    self._checkpoint()
+                self._take(line, buffer, view, end, instance)
             deadline = time.monotonic() + timeout
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
         if self.stream is not None and self.stream.yield_requested:
             return
-        if (filled or line.open is not None) and finished:
-            if filled == len(buffer):
-                with self.lock:
-                    line.piece(buffer, view, 0, filled)
-                filled = 0
+        self._end_of_body(line, buffer, view, filled, finished)
+
+    def _take(self, line: _LineFilter, buffer: bytearray, view: memoryview, end: int, instance: int) -> None:
+        """The complete lines buffer[:end] (the first one may end a line handed on in pieces)."""
+        start = 0
+        if line.open is not None:
+            start = buffer.index(b"\n") + 1
+            line.end_piece(buffer, view, start)
+        line.lines(buffer, view, start, end)
+        if line.first_ns is not None:  # so a checkpoint from the supervisor records them
+            self.last, self.instance, self.held = line.last, instance, True
+        if self.stream is not None:
+            self.stream.last_data = time.monotonic()
+            self.output.flush()
+        if time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS and line.first_ns is not None:
+            self._checkpoint()
+
+    def _end_of_body(self, line: _LineFilter, buffer: bytearray, view: memoryview, filled: int,
+                     finished: bool) -> None:
+        """What is left after the last newline: the last line of an ended instance, the kubelet's error text, or a
+        line still being written, which the next request asks for again (``_settle`` drops its pieces)."""
+        if not filled and line.open is None:
+            return
+        if finished:  # the runtime wrote it at exit: whole without its newline
             buffer[filled:filled + 1] = b"\n"
             with self.lock:
                 if line.open is not None:
                     line.end_piece(buffer, view, filled + 1)
                 else:
                     line.lines(buffer, view, 0, filled + 1)
-            filled = 0
-        if line.open is not None or filled:
-            if line.open is None and not _TS_RE.match(buffer, 0):
-                line.errors.append(bytes(view[:min(filled, 500)]).decode("utf-8", "replace").strip())
-            else:
-                self.partial = True
-                _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
-                if line.open is not None and line.open.write:
-                    with self.lock:
-                        self.output.rollback()
-                    line.open = None
+        elif line.open is None and not _TS_RE.match(buffer, 0):
+            line.errors.append(bytes(view[:min(filled, 500)]).decode("utf-8", "replace").strip())
+        else:
+            self.partial = True
+            _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
 
     def _write(self, data: memoryview) -> None:
         self.output.write(data)
@@ -1706,7 +1738,10 @@ class _Job:
             # line is where to continue, and only a torn part after it goes.
             start = described if described is not None and output.size > described["size"] else None
             anchor, complete = _recover_anchor(path, compressed=settings.gzip, start=start)
-            output.truncate(complete)
+            if settings.gzip and output.size > complete:
+                anchor = _salvage_member(output, complete, anchor)
+            else:
+                output.truncate(complete)
         self.last = anchor  # so a run of equal times goes on counting
         if anchor is None or (record is not None and _Anchor.from_record(record) == anchor):
             return None  # the container's record names the file's last line: the plan goes by the record
