@@ -431,6 +431,21 @@ def test_dry_run_lists_urls_and_fetches_nothing(cluster, apiserver, export):
     assert log_requests(apiserver) == [] and not export.output.exists()
 
 
+def test_dry_run_shows_the_since_time_and_previous_instance_the_state_implies(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a", "b"], timestamps=[1795946400 * NS, 1795946402_500_000_000])
+    assert export().ok
+    cluster.restart_container("shop", "web", "app")
+    state = json.loads((export.output / kubelogexporter.STATE_FILENAME).read_text())
+    before = len(apiserver.requests)
+    result = export(dry_run=True)
+    base = apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=app"
+    assert result.planned == [base + "&previous=true&sinceTime=2026-11-29T10%3A00%3A01Z&timestamps=true",
+                              base + "&timestamps=true"]
+    assert [r for r in apiserver.requests[before:] if r.path.endswith("/log")] == []
+    assert json.loads((export.output / kubelogexporter.STATE_FILENAME).read_text()) == state
+
+
 # -- crashes, kills, full disks ------------------------------------------------
 
 
