@@ -299,6 +299,32 @@ def test_memory_of_follow_mode_does_not_grow_with_batch_sized_buffers_per_stream
     assert peak_mib < 40
 
 
+def test_a_followed_line_arriving_in_pieces_is_never_checkpointed_in_its_middle(cluster, apiserver, follow,
+                                                                               monkeypatch):
+    monkeypatch.setattr(kubelogexporter, "STATE_SAVE_INTERVAL", 0.1)
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["before"])
+    path = follow.output / "shop" / "web" / "app.log"
+    state = follow.output / kubelogexporter.STATE_FILENAME
+    instance = cluster.pod("shop", "web").containers["app"].current
+
+    def recorded_size():
+        return json.loads(state.read_text())["files"]["shop/web/app.log"]["size"] if state.exists() else 0
+
+    with follow():
+        wait_for(lambda: content(path).endswith(b" before\n") and recorded_size() == len(content(path)))
+        boundary = len(content(path))
+        instance.add(b"2026-11-29T10:00:05.000000000Z " + b"=" * 300_000)  # more than a follow buffer
+        wait_for(lambda: len(content(path)) > boundary + 200_000)  # written in pieces as it arrives
+        for _ in range(3):
+            time.sleep(0.3)  # checkpoints are due all along: none may land inside the line
+            assert recorded_size() == boundary
+            instance.add(b"=" * 100_000)
+        instance.add(b" end\n")
+        wait_for(lambda: content(path).endswith(b" end\n") and recorded_size() == len(content(path)))
+    assert content(path) == cluster.log_bytes("shop", "web", "app")
+
+
 def test_a_refused_log_is_recorded_once(cluster, apiserver, follow):
     cluster.add_pod("shop", "web")
     apiserver.faults.fail(status=403, times=None, path_contains="/log", message="forbidden")

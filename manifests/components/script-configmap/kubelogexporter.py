@@ -1438,8 +1438,9 @@ class _Job:
         self.held = True  # ...or, when False, one before it, that instance having been read to its end
         self.partial = False  # the last answer ended inside a line that is still being written
         self.errors: List[str] = []
+        self.line: Optional[_LineFilter] = None  # the answer being read
+        self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
         self.checkpointed_at = time.monotonic()
-        self.written_at = 0.0
 
     @property
     def relpath(self) -> str:
@@ -1566,8 +1567,9 @@ class _Job:
                 return reason
             if response is None:
                 return "no log yet (pod not scheduled)"
-            line = _LineFilter(read.anchor, self.last, self._write, strip=not self.settings.timestamps,
-                               before_long_line=lambda line: self._checkpoint_at(line, instance), young_ns=young_ns)
+            line = self.line = _LineFilter(read.anchor, self.last, self._write, strip=not self.settings.timestamps,
+                                           before_long_line=lambda line: self._checkpoint_at(line, instance),
+                                           young_ns=young_ns)
             try:
                 self._copy(response, line, instance, follow=follow, finished=finished)
             except (http.client.HTTPException, ssl.SSLError, socket.timeout, ConnectionError, _Stalled) as exc:
@@ -1761,7 +1763,8 @@ class _Job:
         """Follow mode: a line, then silence: record it after CHECKPOINT_SECONDS all the same."""
         with self.lock:
             if (self.output is not None and self.stream.last_data > self.checkpointed_at
-                    and time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS):
+                    and time.monotonic() - self.checkpointed_at >= CHECKPOINT_SECONDS
+                    and (self.line is None or self.line.open is None)):  # never inside a line in pieces
                 self._checkpoint()
 
     def _finish(self, outcome: _Outcome, ok: bool) -> None:
