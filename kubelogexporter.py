@@ -647,6 +647,7 @@ class _Container:
     state: str = ""  # running, waiting, terminated; empty when the kubelet has not reported it
     waiting_reason: str = ""
     has_previous: bool = False
+    started_ns: int = 0  # when the current instance started (running only; 0 when unknown)
     listed_ns: int = 0  # when the status above was read (our clock)
 
     @property
@@ -685,6 +686,8 @@ def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
                 state = st.get("state") or {}
                 entry.state = next(iter(state), "")
                 entry.waiting_reason = str((state.get("waiting") or {}).get("reason") or "")
+                with contextlib.suppress(ValueError, TypeError):
+                    entry.started_ns = parse_timestamp(str((state.get("running") or {}).get("startedAt")))
                 entry.has_previous = bool((st.get("lastState") or {}).get("terminated"))
             found.append(entry)
     return found
@@ -1331,7 +1334,7 @@ class _Read(NamedTuple):
     anchor: Optional[_Anchor] = None  # write what follows this line, which the answer should hold
     since_ns: Optional[int] = None  # without an anchor: the lines from this time on (None: all)
     search: bool = False  # the current instance lacking the anchor's line may have restarted after the listing
-    young: bool = False  # a first export's current instance, which may have restarted after the listing
+    young: bool = False  # a first export's instance that may have restarted after the listing: see _plan
     quiet: bool = False  # the anchor comes from the file alone: its line missing is no gap worth reporting
 
     @property
@@ -1357,9 +1360,16 @@ def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optio
         return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None),))
     anchor = _Anchor.from_record(record) if record is not None else None
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
-        previous = (_Read(True, since_ns=since_ns),) if use_state and c.has_previous else ()
-        young = use_state and not c.has_previous and c.state != "terminated"
-        return _Plan(previous + (_Read(False, since_ns=since_ns, young=young),))
+        if use_state and c.has_previous:
+            return _Plan((_Read(True, since_ns=since_ns), _Read(False, since_ns=since_ns)))
+        if not use_state or c.state != "running":
+            return _Plan((_Read(False, since_ns=since_ns),))
+        # A restart after the listing would make the listed instance "previous".  A container started just before
+        # the listing is asked for that first (a quick 400 when there is none); an older one only when its log
+        # turns out to start after the listing.
+        if c.started_ns >= c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND or not c.started_ns:
+            return _Plan((_Read(True, since_ns=since_ns, young=True), _Read(False, since_ns=since_ns)))
+        return _Plan((_Read(False, since_ns=since_ns, young=True),))
     instance, held = int(record.get("instance", record.get("restarts", 0))), bool(record.get("held", True))
     resume = _Read(False, anchor=anchor, search=True) if held else _Read(False, since_ns=anchor.since)
     if c.restarts <= instance:
@@ -1497,9 +1507,10 @@ class _Job:
 
     def _execute(self, plan: _Plan, outcome: _Outcome) -> Optional[str]:
         """The plan's reads in order, with the two detours a restart after the listing calls for."""
+        shift = 0
         for read in plan.reads:
             try:
-                reason = self._read(read)
+                reason = self._read(read, shift)
             except _AnchorMissing:
                 if read.search:
                     return self._after_missing_line(read, outcome)
@@ -1507,6 +1518,8 @@ class _Job:
                 reason = None
             except _Young:
                 return self._after_young(read)
+            if read.previous and read.young and reason is None:
+                shift = 1  # it restarted after the listing: the listed instance was that previous one
             if reason is not None and not read.previous:
                 return reason
         return None
@@ -1551,7 +1564,7 @@ class _Job:
         instance = c.restarts + shift - (1 if read.previous else 0)
         follow = self.stream is not None and not read.previous and c.state != "terminated"
         finished = read.previous or c.state == "terminated"  # an ended instance: its last line is whole
-        young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young else None
+        young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
         self.first_ns = None
         failures = stalls = 0
         while True:

@@ -57,8 +57,10 @@ def test_verbose_shows_requests_and_never_the_token(shop, args, capsys, tmp_path
 
 def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
     assert main(args + ["--dry-run"]) == 0
+    # containers started just now: previous=true first, in case one restarted after the listing
     assert capsys.readouterr().out.splitlines() == [
-        apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=%s&timestamps=true" % c for c in ("app", "proxy")]
+        apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=%s%s&timestamps=true" % (c, previous)
+        for c in ("app", "proxy") for previous in ("&previous=true", "")]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -423,6 +423,8 @@ def test_forbidden_cluster_listing_falls_back_to_the_own_namespace(cluster, apis
 
 def test_dry_run_lists_urls_and_fetches_nothing(cluster, apiserver, export):
     cluster.add_pod("shop", "web", containers=["app", "proxy"])
+    for c in cluster.pod("shop", "web").containers.values():
+        c.current.started_at -= 3600 * NS  # running for an hour: no restart can hide behind the listing
     result = export(dry_run=True)
     assert result.planned == [
         apiserver.url + "/api/v1/namespaces/shop/pods/web/log?container=app&timestamps=true",
@@ -735,17 +737,21 @@ def test_the_state_records_files_only_after_flushing_them(cluster, apiserver, ex
     assert calls == [("flush", ["shop/a/app.log", "shop/b/app.log"]), ("state", ["shop/a/app.log", "shop/b/app.log"])]
 
 
-def test_a_first_export_asks_for_the_previous_instance_only_when_the_log_is_young(cluster, apiserver, export):
-    cluster.add_pod("shop", "old")
-    cluster.append_log("shop", "old", "app", ["logged hours before the run"])
-    cluster.add_pod("shop", "young")
-    cluster.append_log("shop", "young", "app", ["logged just now"], at=time.time_ns())
-    assert export().ok
-    previous = sorted(r.path.split("/")[6] for r in log_requests(apiserver) if "previous" in r.query)
-    assert previous == ["young"]
-    # old: its log; young: its log (stopped before writing), previous (400: none), its log again
-    assert [r.path.split("/")[6] for r in log_requests(apiserver)].count("old") == 1
-    assert len(log_requests(apiserver)) == 4
+def test_a_first_export_asks_for_the_previous_instance_only_when_a_restart_could_hide(cluster, apiserver, export):
+    hours_ago = time.time_ns() - 3 * 3600 * NS
+    for name in ("old", "late", "young"):
+        cluster.add_pod("shop", name)
+    for name in ("old", "late"):
+        cluster.pod("shop", name).containers["app"].current.started_at = hours_ago
+    cluster.append_log("shop", "old", "app", ["logged hours before the run"], at=hours_ago)
+    cluster.append_log("shop", "late", "app", ["quiet for hours, then logged just now"], at=time.time_ns())
+    cluster.append_log("shop", "young", "app", ["started and logged just now"], at=time.time_ns())
+    assert export(concurrency=1).ok
+    asked = [(r.path.split("/")[6], "previous" in r.query) for r in log_requests(apiserver)]
+    assert asked.count(("old", False)) == 1 and ("old", True) not in asked  # one request
+    assert [a for a in asked if a[0] == "young"] == [("young", True), ("young", False)]  # a quick 400 first
+    # late: its log (stopped before writing), previous (400: none), its log again
+    assert [a for a in asked if a[0] == "late"] == [("late", False), ("late", True), ("late", False)]
 
 
 def test_lines_longer_than_the_read_buffer_arrive_whole(cluster, apiserver, api, export):

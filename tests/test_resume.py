@@ -19,9 +19,9 @@ from kubelogexporter import KubeClient, export_logs
 T0 = 1795946400 * NS  # 2026-11-29T10:00:00Z
 
 
-def container(restarts=0, state="running", has_previous=False, listed_ns=T0 + 3600 * NS):
+def container(restarts=0, state="running", has_previous=False, started_ns=T0, listed_ns=T0 + 3600 * NS):
     return kle._Container("shop", "web", "uid-1", "app", restarts=restarts, container_id="c-%d" % restarts,
-                          state=state, has_previous=has_previous, listed_ns=listed_ns)
+                          state=state, has_previous=has_previous, started_ns=started_ns, listed_ns=listed_ns)
 
 
 ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
@@ -32,7 +32,10 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
 
 @pytest.mark.parametrize("c, record, file_anchor, expected", [
     # first exports: every line the API has, the previous instance first when there is one
+    # ...and when the listed instance may have restarted away since: its log starting late tells (an old one),
+    # or it started less than a minute before the listing, and previous=true is asked first
     (container(), None, None, [kle._Read(False, young=True)]),
+    (container(started_ns=T0 + 3590 * NS), None, None, [kle._Read(True, young=True), kle._Read(False)]),
     (container(restarts=1, has_previous=True), None, None, [kle._Read(True), kle._Read(False)]),
     (container(state="terminated"), None, None, [kle._Read(False)]),
     # the record's line is in the current instance: from a second before it, after that very line
