@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Export the logs of Kubernetes pods to files, every line exactly once.
 
-Runs inside a pod with nothing but the standard library and the pod's mounted
-service account: it lists pods through the Kubernetes REST API and streams
+Runs with nothing but the standard library, inside a pod with its service
+account or on a workstation with a kubeconfig, as kubectl connects.  It lists
+pods through the Kubernetes REST API and streams
 ``/api/v1/namespaces/<ns>/pods/<pod>/log`` of every container to
 ``OUTPUT_DIR/<namespace>/<pod>/<container>.log``.  A state file remembers, per
 container, the last line written, so each run appends only what is new.
@@ -10,11 +11,13 @@ container, the last line written, so each run appends only what is new.
     python3 kubelogexporter.py -o /logs            # every namespace
     python3 kubelogexporter.py -n shop -l app=web  # one namespace, a selector
     python3 kubelogexporter.py -o /logs --follow   # stream as lines are written, until SIGTERM
+    python3 kubelogexporter.py --context prod -n shop   # a kubeconfig context
 
 As a library::
 
-    from kubelogexporter import export_logs
-    result = export_logs("/logs", namespaces=["shop"])
+    from kubelogexporter import KubeClient, export_logs
+    client = KubeClient.from_environment()   # or .from_kubeconfig(path, context), .from_service_account()
+    result = export_logs("/logs", namespaces=["shop"], client=client)
 """
 
 from __future__ import annotations
@@ -495,6 +498,11 @@ def _resolve_context(config: Mapping[str, Any], where: str, context: Optional[st
                          "disable-compression"):
             if cluster.get(key_name):
                 info[key_name] = cluster[key_name]
+        if "certificate-authority-data" not in info and settings.ca_file:
+            import base64
+
+            with contextlib.suppress(OSError):  # client-go hands the plugin the CA's content either way
+                info["certificate-authority-data"] = base64.b64encode(Path(settings.ca_file).read_bytes()).decode()
         for extension in cluster.get("extensions") or ():
             if isinstance(extension, dict) and extension.get("name") == "client.authentication.k8s.io/exec":
                 info["config"] = extension.get("extension")
@@ -2441,6 +2449,11 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
     a container; later runs continue after the last line exported.  Raises
     ConfigError for unusable settings and ApiError when pods cannot be listed;
     per-container problems are reported in the returned ExportResult.
+
+    ``client`` (a KubeClient) connects; without it, one is made as the
+    command line makes it (``server``, ``token_file``, ``ca_file``,
+    ``kubeconfig``, ``context``, else the pod's service account or the
+    default kubeconfig: see KubeClient.from_environment).
 
     With ``follow``, stream every selected container as it writes, pods
     created later included, until ``stop_event`` is set (main() sets it on
