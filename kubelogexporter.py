@@ -289,6 +289,7 @@ KUBECONFIG_ENV = "KUBECONFIG"
 EXEC_INFO_ENV = "KUBERNETES_EXEC_INFO"
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXEC_TIMEOUT = 300.0  # a non-interactive plugin that runs this long is stuck
+EXEC_RETRY_SECONDS = 10.0  # after a failed rerun, the last credential stands this long before the next try
 KUBECTL_PROXY_HINT = "or run kubectl proxy and pass --server http://127.0.0.1:8001"
 
 
@@ -601,7 +602,7 @@ class _ExecCredentials:
         self._lock = threading.Lock()
         self._token = ""
         self._expires: Optional[float] = None
-        self._ran_at = float("-inf")
+        self._ran_at = self._failed_at = float("-inf")
         with self._lock:
             self._run()
 
@@ -646,17 +647,28 @@ class _ExecCredentials:
             if self.on_certificate is not None:
                 self.on_certificate(*self.certificate)
 
+    def _rerun(self) -> None:
+        """Run the plugin again; when that fails, say why once and keep the last credential (the API's 401 then
+        fails the requests that need a new one), trying again only after EXEC_RETRY_SECONDS."""
+        if time.monotonic() - self._failed_at < EXEC_RETRY_SECONDS:
+            return
+        try:
+            self._run()
+        except ConfigError as exc:
+            self._failed_at = time.monotonic()
+            _log.error("%s", exc)
+
     def get(self) -> str:
         with self._lock:
             if self._expires is not None and time.time() >= self._expires:
-                self._run()
+                self._rerun()
             return self._token
 
     def refresh(self) -> str:
         asked = time.monotonic()
         with self._lock:
             if self._ran_at < asked:  # unless another thread just ran it
-                self._run()
+                self._rerun()
             return self._token
 
     def __repr__(self) -> str:

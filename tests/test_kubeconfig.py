@@ -19,7 +19,7 @@ import pytest
 import fakeapi
 from conftest import SA_USER, TOKEN, log_lines
 
-from kubelogexporter import ConfigError, KubeClient, export_logs, main
+from kubelogexporter import ApiError, ConfigError, KubeClient, export_logs, main
 
 KUBECTL = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or shutil.which("kubectl")
 
@@ -255,6 +255,25 @@ def test_exec_plugin_reruns_after_a_401(apiserver, ca, plugin):
     assert list(client.list_pods()) == []
     assert plugin.runs == 2
     assert [r.status for r in apiserver.requests] == [401, 200]
+
+
+def test_a_failing_rerun_keeps_the_last_token_and_says_why_once(apiserver, ca, plugin, caplog):
+    apiserver.tokens["exec-1"] = "jane"
+    plugin.plan(ttl=0.3)
+    config = write(plugin.folder / "kubeconfig", kubeconfig(apiserver.url, plugin.user(), ca=ca))
+    client = KubeClient.from_kubeconfig(config, environ={})
+    plugin.plan(fail=True)  # the login expired, say
+    time.sleep(0.4)
+    with caplog.at_level("ERROR", logger="kubelogexporter"):
+        assert list(client.list_pods()) == []  # the server still takes the old token
+        apiserver.faults.revoke_token("exec-1")
+        with pytest.raises(ApiError) as refused:
+            list(client.list_pods())
+    assert refused.value.status == 401
+    assert plugin.runs == 2  # one failed rerun; the 401 right after it does not run the plugin again
+    assert [r.getMessage() for r in caplog.records] == [
+        'exec plugin "%s" of user "fake" failed with exit code 3: run it yourself to see why, or log in again'
+        % (plugin.folder / "bin/auth-plugin")]
 
 
 def test_exec_plugin_client_certificate(shop, apiserver, ca, jane, tmp_path, capsys):
