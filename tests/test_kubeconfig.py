@@ -4,14 +4,16 @@ precedence between flags, kubeconfig and the in-cluster service account.  Everyt
 no test reads ~/.kube or the process's own $KUBECONFIG."""
 
 import base64
-import datetime
+import contextlib
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -472,10 +474,77 @@ def test_insecure_skip_tls_verify_in_the_kubeconfig(shop, apiserver, tmp_path):
     assert len(list(client.list_pods())) == 1
 
 
+class ConnectProxy:
+    """An HTTP proxy that only tunnels (CONNECT), recording what it was asked."""
+
+    def __init__(self):
+        self.requests = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.tunnel, args=(client,), daemon=True).start()
+
+    def tunnel(self, client):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return client.close()
+            head += chunk
+        lines = head.decode("latin-1").split("\r\n")
+        self.requests.append(lines[0:1] + sorted(line for line in lines[1:] if line.startswith("Proxy-")))
+        host, _, port = lines[0].split()[1].rpartition(":")
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src, dst):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_proxy_url_tunnels_through_an_http_proxy(shop, apiserver, ca, tmp_path, capsys):
+    proxy = ConnectProxy()
+    try:
+        user_url = proxy.url.replace("http://", "http://ops:s%40cret@")
+        config = kubeconfig(apiserver.url, {"token": TOKEN}, ca=ca, cluster_extra={"proxy-url": user_url})
+        code, _, err, _ = run(capsys, "--kubeconfig", str(write(tmp_path / "kubeconfig", config)),
+                              "-o", str(tmp_path / "logs"))
+        assert code == 0, err
+        target = "%s:%d" % (apiserver.host, apiserver.port)
+        assert proxy.requests[0] == ["CONNECT %s HTTP/1.0" % target,
+                                     "Proxy-Authorization: Basic " + b64(b"ops:s@cret")]
+        assert {r.user for r in apiserver.requests} == {SA_USER}
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("user, cluster_extra, message", [
     ({"auth-provider": {"name": "gcp", "config": {}}}, {},
      'uses auth-provider "gcp", which kubectl 1.26\\+ and kubelogexporter do not support: switch it to an exec plugin'),
-    ({"token": TOKEN}, {"proxy-url": "http://proxy:3128"}, "sets proxy-url, which kubelogexporter does not support"),
+    ({"token": TOKEN}, {"proxy-url": "socks5://ops:secret@proxy:1080"},
+     "sets proxy-url socks5://ops:\\*\\*\\*@proxy:1080; kubelogexporter tunnels https servers through http:// "
+     "proxies only: run kubectl proxy"),
 ])
 def test_unsupported_settings_say_so_in_one_line(apiserver, ca, tmp_path, capsys, user, cluster_extra, message):
     import re

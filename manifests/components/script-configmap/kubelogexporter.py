@@ -311,6 +311,14 @@ class _ConnectionSettings:
     exec_cluster: Optional[Dict[str, Any]] = None  # KUBERNETES_EXEC_INFO's spec.cluster
     user: str = ""
     namespace: Optional[str] = None
+    proxy_url: Optional[str] = None
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc="%s:***@%s" % (parts.username, parts.netloc.rpartition("@")[2])).geturl()
 
 
 def _kubeconfig_paths(environ: Mapping[str, str], path: Optional[os.PathLike] = None) -> List[Path]:
@@ -453,12 +461,14 @@ def _resolve_context(config: Mapping[str, Any], where: str, context: Optional[st
     server = cluster.get("server") or ""
     if not server:
         raise ConfigError('cluster "%s" of %s has no server: fix the kubeconfig' % (cluster_name, where))
-    if cluster.get("proxy-url"):
-        raise ConfigError('cluster "%s" of %s sets proxy-url, which kubelogexporter does not support: run kubectl '
-                          'proxy and pass --server http://127.0.0.1:8001' % (cluster_name, where))
+    proxy = cluster.get("proxy-url") or None
+    if proxy and (urllib.parse.urlsplit(proxy).scheme != "http" or not server.startswith("https://")):
+        raise ConfigError('cluster "%s" of %s sets proxy-url %s; kubelogexporter tunnels https servers through '
+                          'http:// proxies only: run kubectl proxy and pass --server http://127.0.0.1:8001' % (
+                              cluster_name, where, _without_password(proxy)))
     settings = _ConnectionSettings(server=server, origin=origin, user=user_name, namespace=ctx.get("namespace") or None,
                                    insecure=bool(cluster.get("insecure-skip-tls-verify")),
-                                   tls_server_name=cluster.get("tls-server-name") or None)
+                                   tls_server_name=cluster.get("tls-server-name") or None, proxy_url=proxy)
     if cluster.get("certificate-authority-data"):
         settings.ca_data = _decode_data(cluster["certificate-authority-data"],
                                         'certificate-authority-data of cluster "%s"' % cluster_name)
@@ -706,7 +716,7 @@ def _client_from_kubeconfig(cls: Any, path: Optional[os.PathLike], context: Opti
     return cls(settings.server, token_file=settings.token_file, ca_file=settings.ca_file, ca_data=settings.ca_data,
                insecure_skip_tls_verify=insecure_skip_tls_verify or settings.insecure, token_source=token_source,
                client_cert=settings.client_cert, tls_server_name=settings.tls_server_name,
-               ca_setting=settings.ca_setting, namespace=settings.namespace, **options)
+               ca_setting=settings.ca_setting, namespace=settings.namespace, proxy_url=settings.proxy_url, **options)
 
 
 def _client_from_environment(cls: Any, *, kubeconfig: Optional[os.PathLike], context: Optional[str],
@@ -723,16 +733,30 @@ def _client_from_environment(cls: Any, *, kubeconfig: Optional[os.PathLike], con
 
 class _TLSConnection(http.client.HTTPSConnection):
     """An HTTPS connection that takes its SSL context when it connects (a rotated client certificate applies to
-    new connections) and checks the certificate against tls-server-name when one is set."""
+    new connections), checks the certificate against tls-server-name when one is set, and goes through an
+    http:// proxy (CONNECT) when one is set."""
 
-    def __init__(self, host: str, port: int, *, timeout: float, tls: Callable[[], Tuple[ssl.SSLContext, Optional[str]]]):
-        super().__init__(host, port, timeout=timeout, context=tls()[0])
+    def __init__(self, host: str, port: int, *, timeout: float, tls: Callable[[], Tuple[ssl.SSLContext, Optional[str]]],
+                 proxy: Optional[str] = None):
+        self._server_host = host
+        if proxy:
+            url = urllib.parse.urlsplit(proxy)
+            super().__init__(url.hostname, url.port or 80, timeout=timeout, context=tls()[0])
+            headers = {}
+            if url.username is not None:
+                import base64
+
+                credentials = "%s:%s" % (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
+                headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            self.set_tunnel(host, port, headers=headers)
+        else:
+            super().__init__(host, port, timeout=timeout, context=tls()[0])
         self._tls = tls
 
     def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)  # TCP
+        http.client.HTTPConnection.connect(self)  # TCP, and the proxy's CONNECT
         context, server_name = self._tls()
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or self.host)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or self._server_host)
 
 
 # ---------------------------------------------------------------------------
@@ -826,7 +850,7 @@ class KubeClient:
                  backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
                  token_source: Optional[Any] = None, client_cert: Optional[Tuple[Any, Any]] = None,
                  ca_data: Optional[bytes] = None, tls_server_name: Optional[str] = None,
-                 ca_setting: str = "", namespace: Optional[str] = None):
+                 ca_setting: str = "", namespace: Optional[str] = None, proxy_url: Optional[str] = None):
         url = urllib.parse.urlsplit(server)
         if url.scheme not in ("https", "http") or not url.hostname:
             raise ConfigError("server %r is not an http(s) URL: pass --server https://HOST[:PORT]" % server)
@@ -851,6 +875,7 @@ class KubeClient:
         self._ca_setting = ca_setting
         self._tls_server_name = tls_server_name
         self._tls_generation = 0
+        self._proxy = proxy_url
         if token_source is not None and self._https:
             self._token = token_source
         if self._https:
@@ -940,7 +965,7 @@ class KubeClient:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._https:
-                conn = _TLSConnection(self._host, self._port, timeout=self._timeout, tls=self._tls)
+                conn = _TLSConnection(self._host, self._port, timeout=self._timeout, tls=self._tls, proxy=self._proxy)
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
