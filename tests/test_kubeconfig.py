@@ -236,6 +236,16 @@ def test_exec_plugin_without_cluster_info_and_with_kubectls_nulls(apiserver, ca,
     assert plugin.calls[0]["argv"] == [] and "cluster" not in plugin.calls[0]["info"]["spec"]
 
 
+def test_exec_plugin_cluster_info_carries_a_ca_files_content(apiserver, ca, plugin):
+    apiserver.tokens["exec-1"] = "jane"
+    (plugin.folder / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    config = write(plugin.folder / "kubeconfig", kubeconfig(apiserver.url, plugin.user(provideClusterInfo=True),
+                                                            cluster_extra={"certificate-authority": "ca.crt"}))
+    assert list(KubeClient.from_kubeconfig(config, environ={}).list_pods()) == []
+    cluster = plugin.calls[0]["info"]["spec"]["cluster"]
+    assert base64.b64decode(cluster["certificate-authority-data"]) == ca.cert_pem.bytes()
+
+
 def test_exec_plugin_reruns_when_its_token_expires(apiserver, ca, plugin):
     apiserver.tokens.update({"exec-1": "jane", "exec-2": "jane"})
     plugin.plan(ttl=1.0)
@@ -431,6 +441,16 @@ def test_yaml_kubeconfig_is_read_through_kubectl(shop, apiserver, ca, tmp_path, 
     assert len(list(client.list_pods())) == 1
     code, _, err, _ = run(capsys, "--kubeconfig", str(path), "-o", str(tmp_path / "logs"))
     assert code == 0, err
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+def test_broken_yaml_kubeconfig_says_what_kubectl_said(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "config"
+    path.write_text("apiVersion: v1\nclusters: [\n")
+    monkeypatch.setenv("PATH", os.path.dirname(KUBECTL))
+    code, _, err, _ = run(capsys, "--kubeconfig", str(path), "-o", str(tmp_path / "logs"))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("kubelogexporter: error: kubectl cannot read kubeconfig %s (" % path) and "fix the file" in err
 
 
 def test_yaml_kubeconfig_without_kubectl_is_one_line_exit_2(tmp_path, capsys, monkeypatch, apiserver):

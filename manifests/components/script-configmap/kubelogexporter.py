@@ -880,7 +880,9 @@ class KubeClient:
             self._token = token_source
         if self._https:
             self._ssl_options = (ca_file, insecure_skip_tls_verify, ca_data, client_cert)
-            self._ssl = self._kubeconfig_ssl_context(getattr(token_source, "certificate", None))
+            certificate = getattr(token_source, "certificate", None)
+            if ca_data is not None or client_cert is not None or certificate is not None:
+                self._ssl = self._kubeconfig_ssl_context(certificate)
             if hasattr(token_source, "on_certificate"):
                 token_source.on_certificate = self._use_certificate
 
