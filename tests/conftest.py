@@ -45,7 +45,7 @@ def ca():
 
 @pytest.fixture(scope="session")
 def server_ssl_context(ca) -> ssl.SSLContext:
-    return fakeapi.server_ssl_context(ca, ("127.0.0.1", "localhost", "::1"))
+    return fakeapi.server_ssl_context(ca, ("127.0.0.1", "localhost", "::1"), client_ca=ca)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ serves them over real HTTP(S) the way kube-apiserver (plus the kubelet behind
 discovery, pod and namespace get/list (paging, selectors, Table output),
 pod logs with PodLogOptions, pod watches (`?watch=true`: replay from a
 resourceVersion out of a bounded event history, 410 Expired when compacted,
-bookmarks, timeoutSeconds), Status errors, bearer-token auth and RBAC-like
+bookmarks, timeoutSeconds), Status errors, bearer-token and client-certificate auth, RBAC-like
 authorization.  `FaultPlan` injects the failures a real cluster produces.
 
 Stdlib only, so benchmarks can use it too.  Logs are kept as pre-rendered
@@ -1059,6 +1059,8 @@ class FakeAPIServer:
         auth = h.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None and not auth:
+            user = _client_cert_user(h.connection)
         if user is None:
             raise _APIError(401, "Unauthorized", "Unauthorized")
         return user
@@ -1650,12 +1652,27 @@ def _bool(q, key) -> bool:
 
 # ---------------------------------------------------------------- helpers for tests
 
-def server_ssl_context(ca, hosts=("127.0.0.1", "localhost", "::1")) -> ssl.SSLContext:
-    """A server SSLContext with a certificate for `hosts` issued by a trustme.CA."""
+def server_ssl_context(ca, hosts=("127.0.0.1", "localhost", "::1"), client_ca=None) -> ssl.SSLContext:
+    """A server SSLContext with a certificate for `hosts` issued by a trustme.CA.  With
+    `client_ca` (a trustme.CA), clients may also present a certificate it issued, as
+    kube-apiserver's --client-ca-file allows: its common name is the user."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(*hosts).configure_cert(ctx)
     ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # verified when given, like the API server
+        ctx.load_verify_locations(cadata=client_ca.cert_pem.bytes().decode("ascii"))
     return ctx
+
+
+def _client_cert_user(conn) -> Optional[str]:
+    """The common name of a verified client certificate (the API server's x509 authenticator)."""
+    cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
 
 
 def log_lines(path) -> List[str]:

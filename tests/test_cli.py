@@ -104,8 +104,9 @@ def test_the_default_account_is_refused_with_the_apis_message(shop, args, apiser
     assert main(args + ["-A"]) == 3
     err = capsys.readouterr().err
     assert err == ('kubelogexporter: error: pods is forbidden: User "system:serviceaccount:default:default" cannot '
-                   'list resource "pods" in API group "" at the cluster scope (the service account needs '
-                   '"list pods" cluster-wide (see manifests/))\n')
+                   'list resource "pods" in API group "" at the cluster scope: grant "list pods" cluster-wide to '
+                   'this identity, e.g. kubectl create clusterrolebinding log-reader --clusterrole=view '
+                   '--serviceaccount=NS:NAME, or --user=NAME\n')
 
 
 def test_a_refused_log_read_exits_3(shop, args, apiserver, capsys):
@@ -119,7 +120,8 @@ def test_an_invalid_token_exits_3(shop, args, apiserver, capsys):
     apiserver.tokens.clear()
     apiserver.tokens["other"] = "someone"
     assert main(args) == 3
-    assert capsys.readouterr().err.startswith("kubelogexporter: error: Unauthorized (check the token)")
+    assert capsys.readouterr().err.startswith("kubelogexporter: error: Unauthorized: the API server rejected the "
+                                              "credentials; check --token-file")
 
 
 def test_a_failed_container_exits_1(shop, args, apiserver, capsys):

@@ -1,10 +1,12 @@
 """KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
 
+import time
+
 import pytest
 
 from conftest import SA_USER
 
-from kubelogexporter import ApiError, KubeClient, pod_log_url
+from kubelogexporter import ApiError, ConfigError, KubeClient, pod_log_url
 
 
 @pytest.fixture
@@ -125,10 +127,12 @@ def test_tls_is_verified(apiserver, service_account, tmp_path):
     other = tmp_path / "other-ca.crt"
     trustme.CA().cert_pem.write_to_path(str(other))
     client = KubeClient.from_service_account(environ={}, account_dir=service_account, server=apiserver.url,
-                                             ca_file=other, backoff=0.001, retries=0)
-    with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
-        list(client.list_pods(None))
-    assert apiserver.requests == []
+                                             ca_file=other, backoff=1.0)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot verify the certificate of .*: pass --ca-file with the cluster's CA"):
+        list(client.list_pods(None))  # a configuration error: no retries
+    assert time.monotonic() - started < 1.0
+    assert apiserver.requests == [] and apiserver.connections_accepted == 1
 
 
 @pytest.mark.parametrize("options, query", [

@@ -358,6 +358,20 @@ def test_unauthorized(web, apiserver, client_ssl_context):
     assert apiserver.requests[-1].status == 401 and apiserver.requests[-1].user is None
 
 
+def test_client_certificate_authenticates_its_common_name(web, apiserver, ca):
+    import trustme
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    ca.issue_cert("jane@example.com", common_name="jane").configure_cert(ctx)
+    status, _ = ApiClient(apiserver, ctx, token=None).json("/api/v1/pods")
+    assert status == 200 and apiserver.requests[-1].user == "jane"
+    stranger = ssl.create_default_context()
+    ca.configure_trust(stranger)
+    trustme.CA().issue_cert("jane@example.com", common_name="jane").configure_cert(stranger)
+    with pytest.raises((ssl.SSLError, OSError)):  # an unknown issuer fails the handshake, as on a real server
+        ApiClient(apiserver, stranger, token=None).json("/api/v1/pods")
+
+
 RBAC_YAML = """
 apiVersion: v1
 kind: ServiceAccount

@@ -170,6 +170,25 @@ def test_sigterm_then_a_batch_run_continues_exactly(cluster, apiserver, served, 
     assert path.read_bytes() == served("shop", "web", "app")
 
 
+def test_follow_says_the_concurrency_note_once_and_counts_pods(cluster, apiserver, service_account, tmp_path):
+    for i in range(3):
+        cluster.add_pod("shop", "web-%d" % i)
+        cluster.append_log("shop", "web-%d" % i, "app", ["hello"])
+    args = [sys.executable, str(ROOT / "kubelogexporter.py"), "--server", apiserver.url,
+            "--token-file", str(service_account / "token"), "--ca-file", str(service_account / "ca.crt"),
+            "-o", str(tmp_path / "logs"), "--follow", "--concurrency", "1", "--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list((tmp_path / "logs").rglob("*.log")))  # streaming, the others waiting their turn
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("more containers match than --concurrency allows") == 1, err
+    assert "from 3 pods" in err and json.loads(out)["pods"] == 3
+
+
 def test_follow_excludes_dry_run_and_no_state(tmp_path, service_account):
     for options in ({"dry_run": True}, {"state": False}):
         with pytest.raises(kubelogexporter.ConfigError, match="follow mode keeps a state"):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Export the logs of Kubernetes pods to files, every line exactly once.
 
-Runs inside a pod with nothing but the standard library and the pod's mounted
-service account: it lists pods through the Kubernetes REST API and streams
+Runs with nothing but the standard library, inside a pod with its service
+account or on a workstation with a kubeconfig, as kubectl connects.  It lists
+pods through the Kubernetes REST API and streams
 ``/api/v1/namespaces/<ns>/pods/<pod>/log`` of every container to
 ``OUTPUT_DIR/<namespace>/<pod>/<container>.log``.  A state file remembers, per
 container, the last line written, so each run appends only what is new.
@@ -10,11 +11,13 @@ container, the last line written, so each run appends only what is new.
     python3 kubelogexporter.py -o /logs            # every namespace
     python3 kubelogexporter.py -n shop -l app=web  # one namespace, a selector
     python3 kubelogexporter.py -o /logs --follow   # stream as lines are written, until SIGTERM
+    python3 kubelogexporter.py --context prod -n shop   # a kubeconfig context
 
 As a library::
 
-    from kubelogexporter import export_logs
-    result = export_logs("/logs", namespaces=["shop"])
+    from kubelogexporter import KubeClient, export_logs
+    client = KubeClient.from_environment()   # or .from_kubeconfig(path, context), .from_service_account()
+    result = export_logs("/logs", namespaces=["shop"], client=client)
 """
 
 from __future__ import annotations
@@ -261,6 +264,487 @@ class _TokenSource:
 
 
 # ---------------------------------------------------------------------------
+# Kubeconfig
+# ---------------------------------------------------------------------------
+
+# Connection settings outside a pod, resolved as kubectl resolves them: pure functions of an environment mapping and
+# paths, so tests (and callers) never depend on ~/.kube or the process's own environment.
+
+KUBECONFIG_ENV = "KUBECONFIG"
+EXEC_INFO_ENV = "KUBERNETES_EXEC_INFO"
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+EXEC_TIMEOUT = 300.0  # a non-interactive plugin that runs this long is stuck
+EXEC_RETRY_SECONDS = 10.0  # after a failed rerun, the last credential stands this long before the next try
+KUBECTL_PROXY_HINT = "or run kubectl proxy and pass --server http://127.0.0.1:8001"
+
+
+@dataclasses.dataclass
+class _ConnectionSettings:
+    """What a kubeconfig context says about reaching its cluster, paths already absolute."""
+
+    server: str
+    origin: str  # 'context "x" of /path/config', for messages
+    ca_file: Optional[str] = None
+    ca_data: Optional[bytes] = None
+    ca_setting: str = "--ca-file"
+    insecure: bool = False
+    tls_server_name: Optional[str] = None
+    token: Optional[str] = None
+    token_file: Optional[str] = None
+    client_cert: Optional[Tuple[Any, Any]] = None  # (cert, key): each a path (str) or PEM data (bytes)
+    exec_spec: Optional[Dict[str, Any]] = None
+    exec_cluster: Optional[Dict[str, Any]] = None  # KUBERNETES_EXEC_INFO's spec.cluster
+    user: str = ""
+    namespace: Optional[str] = None
+    proxy_url: Optional[str] = None
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc="%s:***@%s" % (parts.username, parts.netloc.rpartition("@")[2])).geturl()
+
+
+def _kubeconfig_paths(environ: Mapping[str, str], path: Optional[os.PathLike] = None) -> List[Path]:
+    """The files to merge: ``path``; else each entry of $KUBECONFIG (once); else $HOME/.kube/config."""
+    if path is not None:
+        return [Path(path)]
+    value = environ.get(KUBECONFIG_ENV) or ""
+    if value:
+        return [Path(p) for p in dict.fromkeys(value.split(os.pathsep)) if p]
+    home = environ.get("HOME")
+    return [Path(home) / ".kube" / "config"] if home else []
+
+
+def _yaml_via_kubectl(path: Path, environ: Mapping[str, str]) -> Any:
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl", path=environ.get("PATH") or os.defpath)
+    if kubectl is None:
+        raise ConfigError("kubeconfig %s is YAML, which kubelogexporter reads through kubectl, and kubectl is not on "
+                          "PATH: put kubectl on PATH, or pass --kubeconfig with a JSON copy made by "
+                          "kubectl config view --raw -o json" % path)
+    env = dict(environ)
+    env[KUBECONFIG_ENV] = str(path)
+    try:
+        proc = subprocess.run([kubectl, "config", "view", "--raw", "-o", "json"], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigError("cannot run %s to read kubeconfig %s: %s" % (kubectl, path, exc)) from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        raise ConfigError("kubectl cannot read kubeconfig %s (%s): fix the file" % (path, detail))
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise ConfigError("kubectl config view printed no JSON for %s: check the kubectl on PATH" % path) from None
+
+
+def _absolute_paths(config: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    """Resolve a file's relative paths against its folder, as kubectl does (commands only when they hold a /)."""
+    for kind, field, keys in (("clusters", "cluster", ("certificate-authority",)),
+                              ("users", "user", ("client-certificate", "client-key", "tokenFile"))):
+        for item in config.get(kind) or ():
+            body = item.get(field) if isinstance(item, dict) else None
+            if not isinstance(body, dict):
+                continue
+            for key in keys:
+                value = body.get(key)
+                if isinstance(value, str) and value and not os.path.isabs(value):
+                    body[key] = str(folder / value)
+            spec = body.get("exec")
+            command = spec.get("command") if isinstance(spec, dict) else None
+            if isinstance(command, str) and os.sep in command and not os.path.isabs(command):
+                spec["command"] = str(folder / command)
+    return config
+
+
+def _read_kubeconfig(path: Path, environ: Mapping[str, str]) -> Dict[str, Any]:
+    """One kubeconfig file as a dict: JSON read directly, YAML through kubectl."""
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise ConfigError("kubeconfig %s not found: pass --kubeconfig FILE, %s" % (path, KUBECTL_PROXY_HINT)) from None
+    except OSError as exc:
+        raise ConfigError("cannot read kubeconfig %s: %s" % (path, exc.strerror)) from None
+    if not text.strip():
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError:
+        config = _yaml_via_kubectl(path, environ)
+    if not isinstance(config, dict):
+        raise ConfigError("%s is not a kubeconfig (no mapping at its top): pass --kubeconfig FILE" % path)
+    return _absolute_paths(config, Path(os.path.abspath(path)).parent)
+
+
+def _merge_kubeconfigs(configs: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merge as kubectl merges $KUBECONFIG: the first file to name a cluster, user or context wins; so does the
+    first current-context."""
+    merged: Dict[str, Any] = {"clusters": [], "users": [], "contexts": [], "current-context": ""}
+    for config in configs:
+        if not merged["current-context"] and isinstance(config.get("current-context"), str):
+            merged["current-context"] = config["current-context"]
+        for kind in ("clusters", "users", "contexts"):
+            known = {item["name"] for item in merged[kind]}
+            for item in config.get(kind) or ():
+                if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"] not in known:
+                    known.add(item["name"])
+                    merged[kind].append(item)
+    return merged
+
+
+def _load_kubeconfig(environ: Mapping[str, str], path: Optional[os.PathLike] = None) -> Tuple[Dict[str, Any], str]:
+    """The merged kubeconfig and the files it came from (for messages).  $KUBECONFIG entries that do not exist are
+    skipped, as kubectl skips them; an explicit ``path`` must exist."""
+    paths = _kubeconfig_paths(environ, path)
+    present = paths if path is not None else [p for p in paths if p.exists()]
+    where = ":".join(str(p) for p in paths) or "$HOME/.kube/config"
+    if not present:
+        raise ConfigError("no kubeconfig at %s and not inside a pod: pass --kubeconfig FILE, %s" % (
+            where, KUBECTL_PROXY_HINT))
+    return _merge_kubeconfigs([_read_kubeconfig(p, environ) for p in present]), ":".join(str(p) for p in present)
+
+
+def _named(config: Mapping[str, Any], kind: str, field: str) -> Dict[str, Dict[str, Any]]:
+    return {item["name"]: item.get(field) or {} for item in config.get(kind) or ()
+            if isinstance(item, dict) and isinstance(item.get("name"), str)}
+
+
+def _decode_data(value: Any, what: str) -> bytes:
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("%s is not base64: fix the kubeconfig" % what) from None
+
+
+def _resolve_context(config: Mapping[str, Any], where: str, context: Optional[str] = None) -> _ConnectionSettings:
+    """The connection settings of ``context`` (else the current context) of a merged kubeconfig."""
+    contexts = _named(config, "contexts", "context")
+    choices = ", ".join(sorted(contexts)) or "none defined"
+    name = context or config.get("current-context") or ""
+    if not name:
+        raise ConfigError("%s sets no current-context: pass --context NAME (%s) or run kubectl config use-context NAME"
+                          % (where, choices))
+    if name not in contexts:
+        raise ConfigError('context "%s" not found in %s: pass --context with one of: %s' % (name, where, choices))
+    ctx = contexts[name]
+    origin = 'context "%s" of %s' % (name, where)
+    cluster_name, user_name = ctx.get("cluster") or "", ctx.get("user") or ""
+    cluster = _named(config, "clusters", "cluster").get(cluster_name)
+    if cluster is None:
+        raise ConfigError('%s names cluster "%s", which is not defined: fix the kubeconfig' % (origin, cluster_name))
+    users = _named(config, "users", "user")
+    if user_name and user_name not in users:
+        raise ConfigError('%s names user "%s", which is not defined: fix the kubeconfig' % (origin, user_name))
+    user = users.get(user_name) or {}
+    server = cluster.get("server") or ""
+    if not server:
+        raise ConfigError('cluster "%s" of %s has no server: fix the kubeconfig' % (cluster_name, where))
+    proxy = cluster.get("proxy-url") or None
+    if proxy and (urllib.parse.urlsplit(proxy).scheme != "http" or not server.startswith("https://")):
+        raise ConfigError('cluster "%s" of %s sets proxy-url %s; kubelogexporter tunnels https servers through '
+                          'http:// proxies only: run kubectl proxy and pass --server http://127.0.0.1:8001' % (
+                              cluster_name, where, _without_password(proxy)))
+    settings = _ConnectionSettings(server=server, origin=origin, user=user_name, namespace=ctx.get("namespace") or None,
+                                   insecure=bool(cluster.get("insecure-skip-tls-verify")),
+                                   tls_server_name=cluster.get("tls-server-name") or None, proxy_url=proxy)
+    if cluster.get("certificate-authority-data"):
+        settings.ca_data = _decode_data(cluster["certificate-authority-data"],
+                                        'certificate-authority-data of cluster "%s"' % cluster_name)
+        settings.ca_setting = 'certificate-authority-data of cluster "%s" in %s' % (cluster_name, where)
+    elif cluster.get("certificate-authority"):
+        settings.ca_file = cluster["certificate-authority"]
+        settings.ca_setting = 'certificate-authority of cluster "%s" in %s' % (cluster_name, where)
+    else:
+        settings.ca_setting = 'certificate-authority of cluster "%s" in %s (or the system trust store)' % (
+            cluster_name, where)
+
+    provider = user.get("auth-provider")
+    if provider:
+        raise ConfigError('user "%s" of %s uses auth-provider "%s", which kubectl 1.26+ and kubelogexporter do not '
+                          'support: switch it to an exec plugin (gke-gcloud-auth-plugin, kubelogin), %s' % (
+                              user_name, where, (provider or {}).get("name") or "?", KUBECTL_PROXY_HINT))
+    if user.get("username") or user.get("password"):
+        raise ConfigError('user "%s" of %s uses basic auth, which Kubernetes removed in 1.19: use a token, a client '
+                          'certificate or an exec plugin' % (user_name, where))
+    if user.get("token"):
+        settings.token = str(user["token"])
+    elif user.get("tokenFile"):
+        settings.token_file = user["tokenFile"]
+    cert = _decode_data(user["client-certificate-data"], "client-certificate-data of user \"%s\"" % user_name) \
+        if user.get("client-certificate-data") else user.get("client-certificate")
+    key = _decode_data(user["client-key-data"], "client-key-data of user \"%s\"" % user_name) \
+        if user.get("client-key-data") else user.get("client-key")
+    if bool(cert) != bool(key):
+        raise ConfigError('user "%s" of %s has a client %s without its %s: fix the kubeconfig' % (
+            user_name, where, "certificate" if cert else "key", "key" if cert else "certificate"))
+    if cert:
+        settings.client_cert = (cert, key)
+    spec = user.get("exec")
+    if spec and not settings.token and not settings.token_file:
+        settings.exec_spec = spec
+        info: Dict[str, Any] = {"server": server}
+        for key_name in ("tls-server-name", "insecure-skip-tls-verify", "certificate-authority-data", "proxy-url",
+                         "disable-compression"):
+            if cluster.get(key_name):
+                info[key_name] = cluster[key_name]
+        if "certificate-authority-data" not in info and settings.ca_file:
+            import base64
+
+            with contextlib.suppress(OSError):  # client-go hands the plugin the CA's content either way
+                info["certificate-authority-data"] = base64.b64encode(Path(settings.ca_file).read_bytes()).decode()
+        for extension in cluster.get("extensions") or ():
+            if isinstance(extension, dict) and extension.get("name") == "client.authentication.k8s.io/exec":
+                info["config"] = extension.get("extension")
+        settings.exec_cluster = info
+    return settings
+
+
+def _load_client_cert(context: ssl.SSLContext, cert: Any, key: Any, what: str) -> None:
+    """Load a client certificate and key (paths, or PEM bytes written for a moment to a private folder)."""
+    import shutil
+    import tempfile
+
+    folder = None
+    try:
+        paths = []
+        for name, value in (("client.crt", cert), ("client.key", key)):
+            if isinstance(value, bytes):
+                folder = folder or tempfile.mkdtemp(prefix="kubelogexporter-")  # mode 0700
+                value = os.path.join(folder, name)
+                fd = os.open(value, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(cert if name == "client.crt" else key)
+            paths.append(value)
+        context.load_cert_chain(paths[0], paths[1])
+    except FileNotFoundError as exc:
+        raise ConfigError("client certificate file %s of %s not found: fix the kubeconfig" % (exc.filename, what)) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("cannot load the client certificate of %s (%s): check client-certificate and client-key" % (
+            what, getattr(exc, "strerror", None) or exc)) from None
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)  # the key lives on in memory only
+
+
+class _StaticToken:
+    """A token written in the kubeconfig."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    refresh = get
+
+    def __repr__(self) -> str:
+        return "<token from the kubeconfig>"
+
+
+def _stdin_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _ExecCredentials:
+    """Credentials from a client-go exec plugin (client.authentication.k8s.io v1 or v1beta1): a token or a client
+    certificate, fetched again when ``expirationTimestamp`` passes and after a 401 (``refresh``)."""
+
+    def __init__(self, spec: Mapping[str, Any], *, user: str = "", cluster: Optional[Mapping[str, Any]] = None,
+                 environ: Optional[Mapping[str, str]] = None, interactive: Optional[bool] = None):
+        self._api_version = spec.get("apiVersion") or ""
+        command = spec.get("command") or ""
+        self._what = 'exec plugin "%s" of user "%s"' % (command, user)
+        if self._api_version not in EXEC_API_VERSIONS:
+            raise ConfigError("%s asks for apiVersion %r: use %s in the kubeconfig" % (
+                self._what, self._api_version, " or ".join(EXEC_API_VERSIONS)))
+        if not command:
+            raise ConfigError('exec plugin of user "%s" has no command: fix the kubeconfig' % user)
+        mode = spec.get("interactiveMode") or ("" if self._api_version.endswith("/v1") else "IfAvailable")
+        if mode not in ("Never", "IfAvailable", "Always"):
+            raise ConfigError("%s has interactiveMode %r: set Never, IfAvailable or Always" % (self._what, mode))
+        terminal = _stdin_is_terminal() if interactive is None else interactive
+        if mode == "Always" and not terminal:
+            raise ConfigError("%s needs a terminal (interactiveMode Always): run from a terminal, or log in with the "
+                              "plugin first" % self._what)
+        self._interactive = terminal and mode != "Never"
+        self._argv = [command] + [str(arg) for arg in spec.get("args") or ()]  # kubectl writes null for none
+        self._env = dict(os.environ if environ is None else environ)
+        for item in spec.get("env") or ():
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError("%s has an env entry without a name: fix the kubeconfig" % self._what)
+            self._env[item["name"]] = str(item.get("value") or "")
+        exec_info: Dict[str, Any] = {"interactive": self._interactive}
+        if spec.get("provideClusterInfo") and cluster is not None:
+            exec_info["cluster"] = dict(cluster)
+        self._env[EXEC_INFO_ENV] = json.dumps({"apiVersion": self._api_version, "kind": "ExecCredential",
+                                               "spec": exec_info})
+        hint = " ".join(str(spec.get("installHint") or "").split())
+        self._install_hint = hint or "install it, or fix the command in the kubeconfig"
+        self.on_certificate: Optional[Callable[[bytes, bytes], None]] = None
+        self.certificate: Optional[Tuple[bytes, bytes]] = None
+        self._lock = threading.Lock()
+        self._token = ""
+        self._expires: Optional[float] = None
+        self._ran_at = self._failed_at = float("-inf")
+        with self._lock:
+            self._run()
+
+    def _run(self) -> None:
+        import subprocess
+        import sys
+
+        try:
+            proc = subprocess.run(self._argv, env=self._env, stdin=sys.stdin if self._interactive else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, timeout=None if self._interactive else EXEC_TIMEOUT)
+        except FileNotFoundError:
+            raise ConfigError("%s not found: %s" % (self._what, self._install_hint)) from None
+        except subprocess.TimeoutExpired:
+            raise ConfigError("%s ran %ds without an answer: run it yourself to see why" % (
+                self._what, EXEC_TIMEOUT)) from None
+        except OSError as exc:
+            raise ConfigError("cannot run %s: %s" % (self._what, exc.strerror or exc)) from None
+        if proc.returncode != 0:
+            raise ConfigError("%s failed with exit code %d: run it yourself to see why, or log in again" % (
+                self._what, proc.returncode))
+        try:
+            credential = json.loads(proc.stdout)
+            status = credential.get("status") or {}
+            if credential.get("kind") != "ExecCredential" or credential.get("apiVersion") != self._api_version:
+                raise ValueError("an ExecCredential %s was expected" % self._api_version)
+            token = status.get("token") or ""
+            cert, key = status.get("clientCertificateData") or "", status.get("clientKeyData") or ""
+            if not isinstance(token, str) or not isinstance(cert, str) or not isinstance(key, str):
+                raise ValueError("token and certificate must be strings")
+            if not token and not (cert and key) or bool(cert) != bool(key):
+                raise ValueError("neither a token nor a client certificate and key")
+            expiry = status.get("expirationTimestamp")
+            expires = parse_timestamp(expiry) / NS_PER_SECOND if expiry else None
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError("%s printed no usable ExecCredential (%s): update the plugin" % (self._what, exc)) from None
+        if token and not all(33 <= ord(ch) < 127 for ch in token):
+            raise ConfigError("%s returned a token with characters a bearer token cannot have: update the plugin"
+                              % self._what)
+        self._token, self._expires, self._ran_at = token, expires, time.monotonic()
+        if cert:
+            self.certificate = (cert.encode(), key.encode())
+            if self.on_certificate is not None:
+                self.on_certificate(*self.certificate)
+
+    def _rerun(self) -> None:
+        """Run the plugin again; when that fails, say why once and keep the last credential (the API's 401 then
+        fails the requests that need a new one), trying again only after EXEC_RETRY_SECONDS."""
+        if time.monotonic() - self._failed_at < EXEC_RETRY_SECONDS:
+            return
+        try:
+            self._run()
+        except ConfigError as exc:
+            self._failed_at = time.monotonic()
+            _log.error("%s", exc)
+
+    def get(self) -> str:
+        with self._lock:
+            if self._expires is not None and time.time() >= self._expires:
+                self._rerun()
+            return self._token
+
+    def refresh(self) -> str:
+        asked = time.monotonic()
+        with self._lock:
+            if self._ran_at < asked:  # unless another thread just ran it
+                self._rerun()
+            return self._token
+
+    def __repr__(self) -> str:
+        return "<credentials from %s>" % self._what
+
+
+def _tls_failure(server: str, exc: ssl.SSLCertVerificationError, ca_setting: str) -> str:
+    reason = getattr(exc, "verify_message", "") or str(exc)
+    if getattr(exc, "verify_code", 0) in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+        return "the certificate of %s is not valid for that name (%s): set tls-server-name in the kubeconfig to a " \
+               "name it holds" % (server, reason)
+    hint = "check %s, or pass --ca-file" % ca_setting if ca_setting else "pass --ca-file"
+    return "cannot verify the certificate of %s (%s): %s with the cluster's CA certificate" % (server, reason, hint)
+
+
+def _client_from_kubeconfig(cls: Any, path: Optional[os.PathLike], context: Optional[str], environ: Mapping[str, str],
+                            *, server: Optional[str] = None, token_file: Optional[os.PathLike] = None,
+                            ca_file: Optional[os.PathLike] = None, insecure_skip_tls_verify: bool = False,
+                            **options: Any) -> Any:
+    config, where = _load_kubeconfig(environ, path)
+    settings = _resolve_context(config, where, context)
+    # --server, --token-file and --ca-file override the context's, as kubectl's --server, --token... do.
+    if server:
+        settings.server = server
+    if ca_file:
+        settings.ca_file, settings.ca_data, settings.ca_setting = os.fspath(ca_file), None, ""
+    token_source = None
+    if token_file:
+        settings.token_file = os.fspath(token_file)
+    elif settings.token:
+        token_source = _StaticToken(settings.token)
+    elif settings.exec_spec and not settings.server.startswith("http://"):
+        token_source = _ExecCredentials(settings.exec_spec, user=settings.user, cluster=settings.exec_cluster,
+                                        environ=environ)
+    return cls(settings.server, token_file=settings.token_file, ca_file=settings.ca_file, ca_data=settings.ca_data,
+               insecure_skip_tls_verify=insecure_skip_tls_verify or settings.insecure, token_source=token_source,
+               client_cert=settings.client_cert, tls_server_name=settings.tls_server_name,
+               ca_setting=settings.ca_setting, namespace=settings.namespace, proxy_url=settings.proxy_url, **options)
+
+
+def _client_from_environment(cls: Any, *, kubeconfig: Optional[os.PathLike], context: Optional[str],
+                             environ: Mapping[str, str], account_dir: os.PathLike, **options: Any) -> Any:
+    """Precedence: --server/--token-file/--ca-file; --kubeconfig/--context; in-cluster; $KUBECONFIG; ~/.kube/config."""
+    if kubeconfig is None and context is None:
+        flags = any(options.get(name) for name in ("server", "token_file", "ca_file"))
+        in_cluster = bool(environ.get(SERVICE_HOST_ENV))
+        if flags or in_cluster and (Path(account_dir) / SERVICE_TOKEN_FILENAME).is_file() or \
+                in_cluster and not any(p.exists() for p in _kubeconfig_paths(environ)):
+            return cls.from_service_account(environ=environ, account_dir=account_dir, **options)
+    return _client_from_kubeconfig(cls, kubeconfig, context, environ, **options)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that takes its SSL context when it connects (a rotated client certificate applies to
+    new connections), checks the certificate against tls-server-name when one is set, and goes through an
+    http:// proxy (CONNECT) when one is set."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, tls: Callable[[], Tuple[ssl.SSLContext, Optional[str]]],
+                 proxy: Optional[str] = None):
+        self._server_host = host
+        if proxy:
+            url = urllib.parse.urlsplit(proxy)
+            super().__init__(url.hostname, url.port or 80, timeout=timeout, context=tls()[0])
+            headers = {}
+            if url.username is not None:
+                import base64
+
+                credentials = "%s:%s" % (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
+                headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            self.set_tunnel(host, port, headers=headers)
+        else:
+            super().__init__(host, port, timeout=timeout, context=tls()[0])
+        self._tls = tls
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP, and the proxy's CONNECT
+        context, server_name = self._tls()
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or self._server_host)
+
+
+# ---------------------------------------------------------------------------
 # API client
 # ---------------------------------------------------------------------------
 
@@ -348,7 +832,10 @@ class KubeClient:
 
     def __init__(self, server: str, *, token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
                  insecure_skip_tls_verify: bool = False, timeout: float = HTTP_TIMEOUT, retries: int = RETRIES,
-                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None):
+                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
+                 token_source: Optional[Any] = None, client_cert: Optional[Tuple[Any, Any]] = None,
+                 ca_data: Optional[bytes] = None, tls_server_name: Optional[str] = None,
+                 ca_setting: str = "", namespace: Optional[str] = None, proxy_url: Optional[str] = None):
         url = urllib.parse.urlsplit(server)
         if url.scheme not in ("https", "http") or not url.hostname:
             raise ConfigError("server %r is not an http(s) URL: pass --server https://HOST[:PORT]" % server)
@@ -367,6 +854,45 @@ class KubeClient:
         # A token never travels over plain http (kubectl proxy needs none).
         self._token = _TokenSource(Path(token_file)) if token_file and self._https else None
         self._ssl = self._ssl_context(ca_file, insecure_skip_tls_verify) if self._https else None
+        # Kubeconfig settings (see the Kubeconfig section): another credential source, a client certificate,
+        # inline CA data, the name to check the certificate against.
+        self.namespace = namespace  # the context's namespace, if any
+        self._ca_setting = ca_setting
+        self._tls_server_name = tls_server_name
+        self._tls_generation = 0
+        self._proxy = proxy_url
+        if token_source is not None and self._https:
+            self._token = token_source
+        if self._https:
+            self._ssl_options = (ca_file, insecure_skip_tls_verify, ca_data, client_cert)
+            certificate = getattr(token_source, "certificate", None)
+            if ca_data is not None or client_cert is not None or certificate is not None:
+                self._ssl = self._kubeconfig_ssl_context(certificate)
+            if hasattr(token_source, "on_certificate"):
+                token_source.on_certificate = self._use_certificate
+
+    def _kubeconfig_ssl_context(self, exec_certificate: Optional[Tuple[bytes, bytes]] = None) -> ssl.SSLContext:
+        ca_file, insecure, ca_data, client_cert = self._ssl_options
+        if ca_data is not None and not insecure:
+            try:  # that CA only, as client-go trusts it
+                context = ssl.create_default_context(cadata=ca_data.decode("ascii", "replace"))
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError("cannot load %s (%s): fix it, or pass --ca-file" % (self._ca_setting, exc)) from None
+        else:
+            context = self._ssl_context(ca_file, insecure)
+        for cert in (client_cert, exec_certificate):
+            if cert is not None:
+                _load_client_cert(context, cert[0], cert[1], "the kubeconfig user" if cert is client_cert else
+                                  repr(self._token))
+        return context
+
+    def _use_certificate(self, cert: bytes, key: bytes) -> None:
+        """An exec plugin issued a new client certificate: connections made from now on present it."""
+        self._ssl = self._kubeconfig_ssl_context((cert, key))
+        self._tls_generation += 1
+
+    def _tls(self) -> Tuple[ssl.SSLContext, Optional[str]]:
+        return self._ssl, self._tls_server_name
 
     @staticmethod
     def _ssl_context(ca_file: Optional[os.PathLike], insecure: bool) -> ssl.SSLContext:
@@ -401,6 +927,22 @@ class KubeClient:
             ca_file = default_ca if default_ca.exists() else None  # else: the system's trust store
         return cls(server, token_file=token_file, ca_file=ca_file, **options)
 
+    @classmethod
+    def from_kubeconfig(cls, path: Optional[os.PathLike] = None, context: Optional[str] = None, *,
+                        environ: Optional[Mapping[str, str]] = None, **options: Any) -> "KubeClient":
+        """A client for ``context`` (default: the current one) of the kubeconfig at ``path`` (default: the files of
+        $KUBECONFIG merged, else ~/.kube/config), connecting as kubectl would."""
+        return _client_from_kubeconfig(cls, path, context, os.environ if environ is None else environ, **options)
+
+    @classmethod
+    def from_environment(cls, *, kubeconfig: Optional[os.PathLike] = None, context: Optional[str] = None,
+                         environ: Optional[Mapping[str, str]] = None, account_dir: os.PathLike = SERVICE_ACCOUNT_DIR,
+                         **options: Any) -> "KubeClient":
+        """The client the command line uses: ``server``/``token_file``/``ca_file`` if given; else ``kubeconfig`` /
+        ``context`` if given; else the pod's service account when in a cluster; else $KUBECONFIG or ~/.kube/config."""
+        return _client_from_environment(cls, kubeconfig=kubeconfig, context=context, account_dir=account_dir,
+                                        environ=os.environ if environ is None else environ, **options)
+
     def __repr__(self) -> str:
         return "KubeClient(%r)" % self.server
 
@@ -415,7 +957,7 @@ class KubeClient:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
+                conn = _TLSConnection(self._host, self._port, timeout=self._timeout, tls=self._tls, proxy=self._proxy)
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
@@ -465,7 +1007,11 @@ class KubeClient:
         headers = {"Accept": accept, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if self._token is not None:
             token = self._token.refresh() if refresh_token else self._token.get()
-            headers["Authorization"] = "Bearer " + token
+            if token:  # an exec plugin may issue a client certificate instead
+                headers["Authorization"] = "Bearer " + token
+            if getattr(self._local, "tls_generation", 0) != self._tls_generation:
+                self._local.conn.close()  # reconnects with the new client certificate
+                self._local.tls_generation = self._tls_generation
         return headers
 
     def request(self, path: str, query: Optional[Mapping[str, str]] = None, *, accept: str = "application/json",
@@ -483,6 +1029,9 @@ class KubeClient:
             try:
                 conn.request("GET", target, headers=self._headers(accept, refresh_token=refreshed))
                 response = conn.getresponse()
+            except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say which setting to fix, at once
+                self.drop_connection()
+                raise ConfigError(_tls_failure(self.server, exc, self._ca_setting)) from None
             except _NETWORK_ERRORS as exc:
                 self.drop_connection()
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
@@ -1897,12 +2446,17 @@ class _Collector(_Outcome):
             self.progress(self.result)
 
 
-def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path) -> str:
-    """The pod's own namespace, when listing all namespaces was forbidden and -A was not asked for; else re-raise."""
+def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path, client: KubeClient) -> str:
+    """Where to go when listing all namespaces was forbidden and -A was not asked for: the pod's own namespace, or
+    on a workstation the context's; else re-raise."""
     own = account_dir / SERVICE_NAMESPACE_FILENAME
-    if exc.status != 403 or explicit_all or not own.is_file():
+    if exc.status != 403 or explicit_all:
         raise exc
-    return own.read_text().strip()
+    if own.is_file():
+        return own.read_text().strip()
+    if getattr(client, "namespace", None):
+        return client.namespace
+    raise exc
 
 
 def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path,
@@ -1916,7 +2470,7 @@ def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path,
     try:
         first = next(pods, None)
     except ApiError as exc:
-        namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir)
+        namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir, client)
         result.notes.append("cannot list pods in all namespaces (forbidden); exporting namespace %s only" % namespace)
         yield from client.list_pods(namespace, **selectors)
         return
@@ -2082,6 +2636,7 @@ class _Follower:
                         "so their lines arrive later; raise --concurrency to follow all at once"
                         % self.settings.concurrency)
                 self.collector.result.notes.append(note)
+                _log.warning("%s", note)  # now, not at exit: main() prints a follow run's notes only in --json
             self.lock.notify_all()
 
     def forget_missing(self, namespace: Optional[str], present: set) -> None:
@@ -2263,9 +2818,10 @@ def _export_follow(client: KubeClient, store: _State, settings: "_Settings", col
         except _Stopped:
             return
         except ApiError as exc:
-            namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir)
-            collector.result.notes.append("cannot list pods in all namespaces (forbidden); following namespace %s only"
-                                          % namespace)
+            namespace = _own_namespace_instead(exc, settings.all_namespaces, account_dir, client)
+            note = "cannot list pods in all namespaces (forbidden); following namespace %s only" % namespace
+            collector.result.notes.append(note)
+            _log.warning("%s", note)
             sources = [(namespace, None)]
     threads = [threading.Thread(target=follower.watch, args=source, name="watch", daemon=True) for source in sources]
     threads += [threading.Thread(target=follower.work, name="follow", daemon=True)
@@ -2407,7 +2963,8 @@ def _run(settings: _Settings, client: KubeClient, *, stop: threading.Event, acco
 
 def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optional[KubeClient] = None,
                 server: Optional[str] = None, token_file: Optional[os.PathLike] = None,
-                ca_file: Optional[os.PathLike] = None, insecure_skip_tls_verify: bool = False,
+                ca_file: Optional[os.PathLike] = None, kubeconfig: Optional[os.PathLike] = None,
+                context: Optional[str] = None, insecure_skip_tls_verify: bool = False,
                 environ: Optional[Mapping[str, str]] = None, account_dir: os.PathLike = SERVICE_ACCOUNT_DIR,
                 retries: int = RETRIES, backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
                 progress: Optional[Callable[[ExportResult], None]] = None, **options: Any) -> ExportResult:
@@ -2419,17 +2976,19 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optiona
     ``dry_run``, ``concurrency`` and ``follow``: stream every selected container as it writes, pods created later
     included, until ``stop_event`` is set (main() sets it on SIGTERM), into the same files and state.
 
-    Connects with ``client`` or, without one, as a pod does (``server``, ``token_file``, ``ca_file`` override).
+    Connects with ``client`` or, without one, as the command line does (``server``, ``token_file``, ``ca_file``,
+    ``kubeconfig``, ``context``, else the pod's service account or the default kubeconfig: see
+    KubeClient.from_environment).
     Raises ConfigError for unusable settings and ApiError when pods cannot be listed; per-container problems are
     reported in the returned ExportResult.
     """
     settings = _Settings.create(output_dir, **options)
     stop = stop_event or (client.stop_event if client is not None else threading.Event())
     if client is None:
-        client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
-                                                 token_file=token_file, ca_file=ca_file,
-                                                 insecure_skip_tls_verify=insecure_skip_tls_verify, retries=retries,
-                                                 backoff=backoff, stop_event=stop)
+        client = KubeClient.from_environment(environ=environ, account_dir=account_dir, server=server,
+                                             token_file=token_file, ca_file=ca_file, kubeconfig=kubeconfig,
+                                             context=context, insecure_skip_tls_verify=insecure_skip_tls_verify,
+                                             retries=retries, backoff=backoff, stop_event=stop)
     else:
         client.stop_event = stop
     return _run(settings, client, stop=stop, account_dir=Path(account_dir), progress=progress)
@@ -2466,7 +3025,8 @@ def _build_parser():
     parser = Parser(
         prog="kubelogexporter",
         description="Export the logs of Kubernetes pods to OUTPUT_DIR/<namespace>/<pod>/<container>.log, "
-                    "each line exactly once across runs, using the pod's service account.",
+                    "each line exactly once across runs.  Connects like kubectl: with the current context of "
+                    "$KUBECONFIG or ~/.kube/config, or inside a pod with its service account.",
         epilog="exit codes: 0 all exported (skips included), 1 some containers failed, "
                "2 usage or configuration error, 3 the API refused authentication or listing",
     )
@@ -2493,9 +3053,15 @@ def _build_parser():
                        help="keep streaming every selected container, new pods included, until SIGTERM")
 
     connect = parser.add_argument_group("connection")
-    connect.add_argument("--server", metavar="URL", help="API server URL (default from $KUBERNETES_SERVICE_HOST)")
-    connect.add_argument("--token-file", metavar="FILE", help="bearer token file (default the service account's)")
-    connect.add_argument("--ca-file", metavar="FILE", help="CA certificate file (default the service account's)")
+    connect.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default $KUBECONFIG, else ~/.kube/config; "
+                                                              "inside a pod, the service account)")
+    connect.add_argument("--context", metavar="NAME", help="kubeconfig context (default its current context)")
+    connect.add_argument("--server", metavar="URL", help="API server URL, e.g. http://127.0.0.1:8001 for kubectl proxy "
+                                                        "(default the context's, or $KUBERNETES_SERVICE_HOST in a pod)")
+    connect.add_argument("--token-file", metavar="FILE", help="bearer token file (default the context's user, or the "
+                                                             "service account's)")
+    connect.add_argument("--ca-file", metavar="FILE", help="CA certificate file (default the context's cluster's, or "
+                                                          "the service account's)")
     connect.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify the server's certificate (unsafe)")
     connect.add_argument("--concurrency", type=positive, default=4, metavar="N", help="simultaneous log streams (default 4)")
 
@@ -2526,6 +3092,18 @@ def _summary_line(result: ExportResult) -> str:
     if result.interrupted:
         extras.append("interrupted")
     return line + ("; " + ", ".join(extras) if extras else "")
+
+
+def _rbac_hint(namespace: str = "") -> str:
+    """A command that grants reading pods and their logs (the built-in view role has both)."""
+    binding = "rolebinding log-reader -n %s" % namespace if namespace else "clusterrolebinding log-reader"
+    return "e.g. kubectl create %s --clusterrole=view --serviceaccount=NS:NAME, or --user=NAME" % binding
+
+
+def _refusal_hint(exc: ApiError) -> str:
+    if exc.status == 401:
+        return "the API server rejected the credentials; check --token-file, or the kubeconfig user with kubectl get pods"
+    return "grant %s to this identity, %s" % (exc.missing_permission(), _rbac_hint(exc.namespace))
 
 
 class _StderrHandler(logging.Handler):
@@ -2597,17 +3175,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous_handlers[signum] = signal.signal(signum, on_signal)
     try:
-        client = KubeClient.from_service_account(server=args.server, token_file=args.token_file, ca_file=args.ca_file,
-                                                 insecure_skip_tls_verify=args.insecure_skip_tls_verify,
-                                                 stop_event=stop)
+        client = KubeClient.from_environment(server=args.server, token_file=args.token_file, ca_file=args.ca_file,
+                                             kubeconfig=args.kubeconfig, context=args.context,
+                                             insecure_skip_tls_verify=args.insecure_skip_tls_verify, stop_event=stop)
         result = _run(settings, client, stop=stop, account_dir=Path(SERVICE_ACCOUNT_DIR),
                       progress=progress if live else None)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
     except ApiError as exc:
         if exc.refused:
-            hint = "check the token" if exc.status == 401 else "the service account needs %s (see manifests/)" % exc.missing_permission()
-            return fail(EXIT_REFUSED, "%s (%s)" % (exc.message, hint))
+            return fail(EXIT_REFUSED, "%s: %s" % (exc.message, _refusal_hint(exc)))
         return fail(EXIT_FAILED, exc.message)
     finally:
         _log.removeHandler(handler)
@@ -2616,12 +3193,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if live:
             sys.stderr.write("\r\033[K")
 
+    if args.namespaces and not args.follow and not result.pods and not result.interrupted:
+        result.notes.append("no pods %sin namespace %s: check the name with kubectl get namespaces" % (
+            "matching the selectors " if args.selector or args.field_selector else "", ", ".join(args.namespaces)))
     if args.dry_run:
         for url in result.planned:
             sys.stdout.write(url + "\n")
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
-    for note in result.notes:
+    for note in result.notes if not settings.follow else ():  # follow mode said them as they came
         if not args.quiet:
             sys.stderr.write("kubelogexporter: note: %s\n" % note)
     for gap in result.gaps:
@@ -2631,8 +3211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
     refused = [f for f in result.failed if f.get("status") in (401, 403)]
     if refused:
-        sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): the service account needs "
-                         "\"get pods/log\" (see manifests/)\n" % len(refused))
+        sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
+                         "identity, %s\n" % (len(refused), _rbac_hint()))
     return result.exit_code
 
 
