@@ -78,7 +78,8 @@ DEFAULT_OUTPUT_DIR = "logs"
 STATE_FILENAME = ".kubelogexporter-state.json"
 LOCK_FILENAME = ".kubelogexporter.lock"
 STATE_VERSION = 2  # 1: a cursor of (ts, count) and no inode; still read
-STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run
+STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run, at least...
+STATE_SAVE_SHARE = 0.05  # ...and so long that saving a large state takes at most this share of a run: linear cost
 STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
 
 # Bound tokens rotate (the kubelet refreshes them at 80 % of a 1 h lifetime):
@@ -99,6 +100,9 @@ CHECKPOINT_SECONDS = 2.0  # follow mode makes lines durable and records them thi
 IDLE_RELEASE_SECONDS = 5.0  # with more containers than streams, a stream this quiet gives its slot away
 MAX_HOLD_SECONDS = 60.0  # ... and a busy one after this long, so every container gets its turn
 GZIP_LEVEL = 6
+# Written pages are handed to the disk every this many bytes while a download runs, so the flush before a state
+# save (which the state waits for) finds little left to do.
+WRITEBACK_BYTES = 8 << 20
 # A first export reads the previous instance too when the current log starts this close to the listing (or is
 # empty): only then can the container have restarted in between.  The margin covers clock skew between nodes.
 YOUNG_LOG_SECONDS = 60
@@ -1263,6 +1267,7 @@ class _State:
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one save at a time, so an older snapshot never lands last
         self._saved_at = time.monotonic()
+        self._save_seconds = 0.0  # what the last save took
         self._dirty = False
         self._unsynced: set = set()  # files written since the last save
         if path is not None:
@@ -1307,8 +1312,9 @@ class _State:
         self.save_if_due()
 
     def save_if_due(self) -> None:
-        """Save if the last save is STATE_SAVE_INTERVAL old and no other thread is saving."""
-        if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL and self._save_lock.acquire(blocking=False):
+        """Save if the last save is old enough (see STATE_SAVE_SHARE) and no other thread is saving."""
+        interval = max(STATE_SAVE_INTERVAL, self._save_seconds / STATE_SAVE_SHARE)
+        if time.monotonic() - self._saved_at >= interval and self._save_lock.acquire(blocking=False):
             try:
                 self._save()
             except OSError as exc:  # the final save reports it; the files are fine either way
@@ -1330,6 +1336,7 @@ class _State:
     def _save(self, *, prune_before: Optional[float] = None) -> None:
         if self.path is None:
             return
+        started = time.monotonic()
         with self._lock:
             if prune_before is not None:
                 for key in [k for k, v in self.containers.items() if v.get("seen", 0) < prune_before]:
@@ -1343,7 +1350,7 @@ class _State:
                 return
             # The snapshot holds only lines already written: the flush below makes all of them durable.
             text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
-                              separators=(",", ":"), sort_keys=True)
+                              separators=(",", ":"))
             unsynced, self._unsynced = self._unsynced, set()
             self._dirty = False
             self._saved_at = time.monotonic()
@@ -1355,6 +1362,7 @@ class _State:
                 self._unsynced |= unsynced
                 self._dirty = True
             raise
+        self._save_seconds = time.monotonic() - started
 
 
 def _syncfs(folder: Path) -> bool:
@@ -1486,6 +1494,8 @@ class _OutputFile:
         self.ino = info.st_ino
         self.size = self.committed = info.st_size  # committed: where the last checkpoint ended
         os.lseek(self._fd, self.size, os.SEEK_SET)
+        self._handed = self.size  # pages before this offset were handed to the disk
+        self._unhanded = 0  # bytes given to write() since
 
     def write(self, data: memoryview) -> None:
         if self.compress:
@@ -1497,6 +1507,20 @@ class _OutputFile:
         else:
             _write_all(self._fd, data)
         self.bytes_written += len(data)
+        self._unhanded += len(data)
+        if self._unhanded >= WRITEBACK_BYTES:
+            self._hand_to_disk()
+
+    def _hand_to_disk(self) -> None:
+        """Start writing back what is written so far, without waiting (POSIX_FADV_DONTNEED starts the writeback
+        of dirty pages and drops only clean ones; a later flush then waits for little)."""
+        self._unhanded = 0
+        if not hasattr(os, "posix_fadvise"):
+            return
+        position = os.lseek(self._fd, 0, os.SEEK_CUR)
+        if position > self._handed:
+            os.posix_fadvise(self._fd, self._handed, position - self._handed, os.POSIX_FADV_DONTNEED)
+            self._handed = position
 
     def flush(self) -> None:
         """Hand compressed lines to the OS at least once a second (plain lines go there as they are written)."""
@@ -1522,6 +1546,7 @@ class _OutputFile:
             os.ftruncate(self._fd, size)
             os.lseek(self._fd, size, os.SEEK_SET)
             self.committed = self.size = size
+            self._handed = min(self._handed, size)
 
     def rollback(self) -> None:
         """Drop what was written since the last checkpoint (a write error, a long line cut in the middle)."""
@@ -1531,6 +1556,7 @@ class _OutputFile:
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self.committed)
             os.lseek(self._fd, self.committed, os.SEEK_SET)
+        self._handed = min(self._handed, self.committed)
 
     def close(self, *, keep: bool) -> None:
         if self.replace and keep:
