@@ -22,13 +22,11 @@ As a library::
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import dataclasses
 import errno
 import fcntl
 import functools
-import gzip as gziplib
 import heapq
 import http.client
 import itertools
@@ -169,9 +167,15 @@ NS_PER_SECOND = 1_000_000_000
 
 @functools.lru_cache(maxsize=4096)
 def _epoch_seconds(text: bytes) -> int:
-    return calendar.timegm(
-        (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]), 0, 0, 0)
-    )
+    """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SS`` (UTC), without importing calendar (and locale)."""
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    year -= month <= 2  # days from the civil date, after Howard Hinnant's algorithm
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
 
 
 def _match_ns(match: "re.Match[bytes]") -> int:
@@ -1480,7 +1484,7 @@ class _OutputFile:
         self.compress = compress
         self.replace = replace
         self.bytes_written = 0  # uncompressed bytes, this run
-        self._gzip: Optional[gziplib.GzipFile] = None
+        self._gzip: Any = None  # a gzip.GzipFile while a member is open
         self._sink: Optional[_FdWriter] = None
         self._flushed_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -1501,7 +1505,9 @@ class _OutputFile:
         if self.compress:
             if self._gzip is None:  # each checkpoint closes a gzip member, so the file always decompresses whole
                 self._sink = _FdWriter(self._fd)
-                self._gzip = gziplib.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
+                import gzip  # only --gzip needs it: keep start-up lean
+
+                self._gzip = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
                                               mtime=0)
             self._gzip.write(data)
         else:
