@@ -1751,7 +1751,9 @@ def _tail_anchor(buffer: bytearray, view: memoryview, start: int, end: int, befo
 
 
 class _AnchorMissing(Exception):
-    """The answer went past where the anchor's line would be, or ended without it: that line is not there."""
+    """The answer went past where the anchor's line would be, or ended without it: that line is not there.
+
+    Its argument is that anchor (a read resumed after a cut looks for the line written last, not the first one)."""
 
 
 class _Young(Exception):
@@ -1826,7 +1828,7 @@ class _LineFilter:
     def _searched(self, ns: int) -> bool:
         """Count one more served line of time ``ns``; True when its place matches the anchor's."""
         if ns > self._limit:
-            raise _AnchorMissing()
+            raise _AnchorMissing(self.anchor)
         if ns == self._run_ns:
             self._run += 1
         else:
@@ -1900,7 +1902,7 @@ class _LineFilter:
     def finish(self) -> None:
         """The answer ended: an anchor not met by now is not in it."""
         if not self.found:
-            raise _AnchorMissing()
+            raise _AnchorMissing(self.anchor)
 
 
 # ---------------------------------------------------------------------------
@@ -2092,7 +2094,8 @@ class _Job:
         for read in plan.reads:
             try:
                 reason = self._read(read, shift)
-            except _AnchorMissing:
+            except _AnchorMissing as missing:
+                read = read._replace(anchor=missing.args[0])
                 if read.search:
                     return self._after_missing_line(read, outcome)
                 self._report_gap(read, outcome, after=_Read(read.previous, since_ns=read.anchor.since))
@@ -2144,7 +2147,7 @@ class _Job:
         c = self.c
         instance = c.restarts + shift - (1 if read.previous else 0)
         follow = self.stream is not None and not read.previous and c.state != "terminated"
-        finished = read.previous or c.state == "terminated"  # an ended instance: its last line is whole
+        finished = read.previous or c.state != "running"  # an ended instance: its last line is whole
         young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
         self.first_ns = None
         failures = stalls = 0
