@@ -638,10 +638,22 @@ class KubeClient:
 # Pods and containers
 # ---------------------------------------------------------------------------
 
+# What the API server itself accepts (k8s.io/apimachinery validation): namespaces and containers are DNS labels
+# (63 characters), pods DNS subdomains (253 characters, dot-separated, no limit per part).
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_NAMESPACE_RE = re.compile(_DNS_LABEL)
-_POD_RE = re.compile(r"(?=.{1,253}$)%s(?:\.%s)*" % (_DNS_LABEL, _DNS_LABEL))
-_CONTAINER_RE = _NAMESPACE_RE
+_DNS_SUBDOMAIN = r"(?=.{1,253}\Z)[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_NAME_RULES = {"namespace": re.compile(_DNS_LABEL), "pod": re.compile(_DNS_SUBDOMAIN),
+               "container": re.compile(_DNS_LABEL)}
+
+
+def _is_kubernetes_name(kind: str, value: str) -> bool:
+    """Whether the API server would accept ``value`` as the name of a ``kind`` (namespace, pod, container)."""
+    return bool(_NAME_RULES[kind].fullmatch(value))
+
+
+def _path_unsafe(value: str) -> bool:
+    """A name that cannot be one folder or file name under the output folder."""
+    return value in ("", ".", "..") or "/" in value or "\0" in value
 
 
 @dataclasses.dataclass
@@ -668,10 +680,14 @@ class _Container:
         return "%s/%s/%s" % (self.namespace, self.pod, self.name)
 
     def unsafe_name(self) -> Optional[str]:
-        for value, pattern, what in ((self.namespace, _NAMESPACE_RE, "namespace"), (self.pod, _POD_RE, "pod"),
-                                     (self.name, _CONTAINER_RE, "container")):
-            if not pattern.fullmatch(value or ""):
-                return "refusing %s name %r: not a valid Kubernetes name" % (what, value)
+        """Why this container's file cannot be written, or None.
+
+        A name the API server returned is never refused for its spelling (its own validation decides what a name
+        may be); only for what would take the path out of its folder.
+        """
+        for value, what in ((self.namespace, "namespace"), (self.pod, "pod"), (self.name, "container")):
+            if _path_unsafe(value):
+                return "refusing %s name %r: it cannot be a folder or file name" % (what, value)
         return None
 
 

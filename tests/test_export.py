@@ -124,20 +124,34 @@ def test_no_state_replaces_files_with_the_complete_current_log(cluster, apiserve
     assert sorted(p.name for p in export.output.rglob("*") if p.is_file()) == [".kubelogexporter.lock", "app.log"]
 
 
-@pytest.mark.parametrize("pod, container", [
-    ("evil..name", "app"), ("web", "../../etc"), ("web", "a/b"), ("UPPER", "app"),
+@pytest.mark.parametrize("namespace, pod, container", [
+    ("shop", "..", "app"), ("shop", ".", "app"), ("shop", "web", "../../etc"), ("shop", "web", "a/b"),
+    ("..", "web", "app"), ("shop", "nul\0", "app"), ("shop", "web", ""),
 ])
-def test_hostile_names_are_refused_and_nothing_lands_outside(cluster, apiserver, export, tmp_path, pod, container):
-    cluster.add_pod("shop", pod, containers=[container])
+def test_names_that_leave_the_folder_are_refused_and_nothing_lands_outside(cluster, apiserver, export, tmp_path,
+                                                                            namespace, pod, container):
+    cluster.add_pod(namespace, pod, containers=[container])
     cluster.add_pod("shop", "fine")
     cluster.append_log("shop", "fine", "app", ["ok"])
     result = export()
     assert result.exit_code == 1
-    assert [f["container"] for f in result.failed] == ["shop/%s/%s" % (pod, container)]
-    assert "not a valid Kubernetes name" in result.failed[0]["reason"]
+    assert [f["container"] for f in result.failed] == ["%s/%s/%s" % (namespace, pod, container)]
+    assert "it cannot be a folder or file name" in result.failed[0]["reason"]
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert [w for w in written if not w.startswith(("logs/", "serviceaccount/"))] == []
     assert (export.output / "shop" / "fine" / "app.log").read_text().endswith(" ok\n")
+
+
+@pytest.mark.parametrize("pod", [
+    "a" * 64, "tekton-run-" + "b" * 59, ".".join(["c" * 63] * 3) + "." + "d" * 61,  # 64, 70, 253 characters
+    "evil..name", "UPPER_case",  # the API server's rules decide names, not ours
+])
+def test_every_name_the_api_returns_is_exported(cluster, apiserver, export, pod):
+    cluster.add_pod("shop", pod)
+    cluster.append_log("shop", pod, "app", ["ok"])
+    result = export()
+    assert (result.exit_code, result.exported, result.failed) == (0, 1, [])
+    assert (export.output / "shop" / pod / "app.log").read_text().endswith(" ok\n")
 
 
 def test_a_symlinked_pod_folder_is_not_followed(cluster, apiserver, export, tmp_path):
