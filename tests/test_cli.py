@@ -1,8 +1,11 @@
 """The command line: main([...]) return codes and what it prints."""
 
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,103 @@ def test_insecure_warns(shop, args, capsys):
 def test_runs_as_a_module_and_as_a_script(command):
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert (proc.returncode, proc.stdout) == (0, "kubelogexporter 0.1.0\n")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--server", ""], "server '' is not an http(s) URL"),
+    (["--server", "https://[::1"], "is not an http(s) URL"),
+    (["--server", "https://h:badport"], "is not an http(s) URL"),
+    (["--server", "https://h:99999"], "is not an http(s) URL"),
+])
+def test_bad_server_urls_are_usage_errors(args, capsys, extra, message):
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("kubelogexporter: error: ") and err.count("\n") == 1
+
+
+def test_a_token_file_that_is_not_utf8_is_a_usage_error(shop, args, service_account, capsys):
+    (service_account / "token").write_bytes(b"\xff\xfe")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and err.count("\n") == 1
+
+
+def test_since_time_in_year_one_reaches_the_api_as_four_digits(shop, args, apiserver, capsys):
+    assert main(args + ["--since-time", "0001-01-01T00:00:00Z"]) == 0
+    assert {r.query["sinceTime"][0] for r in apiserver.log_requests()} == {"0001-01-01T00:00:00Z"}
+
+
+def _state_symlink_to_dev_zero(path):
+    path.symlink_to("/dev/zero")
+
+
+def _state_fifo(path):
+    os.mkfifo(str(path))
+
+
+@pytest.mark.parametrize("make_state, message", [
+    ('{"version": 1, "containers": "abc"}', "has an unknown format"),
+    ('{"version": 1, "containers": 5}', "has an unknown format"),
+    ('{"version": 1, "files": [1]}', "has an unknown format"),
+    ('[1]', "has an unknown format"),
+    ("[" * 200_000 + "]" * 200_000, "is unreadable (nested too deep)"),
+    (_state_symlink_to_dev_zero, "is unreadable (a symbolic link)"),
+    (_state_fifo, "is unreadable (not a regular file)"),
+])
+def test_a_state_file_that_is_no_state_is_one_line_and_exit_2(shop, args, tmp_path, capsys, make_state, message):
+    state = tmp_path / "logs" / ".kubelogexporter-state.json"
+    state.parent.mkdir()
+    if callable(make_state):
+        make_state(state)
+    else:
+        state.write_text(make_state)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == "kubelogexporter: error: state file %s %s: move it away to export from scratch\n" % (state, message)
+
+
+class _JsonServer(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"items": {"a": 1}}', b'{"items": [1, 2]}',
+                                  b"[" * 200_000 + b"]" * 200_000])
+def test_a_pod_list_that_is_no_pod_list_is_one_line_and_exit_2(tmp_path, capsys, body):
+    handler = type("Handler", (_JsonServer,), {"body": body})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        try:
+            code = main(["--server", "http://127.0.0.1:%d" % server.server_address[1], "-o", str(tmp_path / "logs")])
+        finally:
+            server.shutdown()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "check --server" in err, err
+
+
+@pytest.mark.parametrize("field, value", [("ts", "yesterday"), ("count", "many"), ("size", -1), ("ts", 5)])
+def test_a_bad_state_record_is_reported_once_and_its_file_continues_exactly(shop, args, tmp_path, capsys, field,
+                                                                           value):
+    assert main(args) == 0
+    state_path = tmp_path / "logs" / ".kubelogexporter-state.json"
+    state = json.loads(state_path.read_text())
+    records = state["files" if field == "size" else "containers"]
+    key = sorted(records)[0]
+    records[key][field] = value
+    state_path.write_text(json.dumps(state))
+    shop.append_log("shop", "web", "app", ["again"])
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("bad record") == 1 and err.count("\n") == 2, err
+    assert [line.split(" ", 1)[1] for line in (tmp_path / "logs/shop/web/app.log").read_text().splitlines()] == [
+        "hello", "again"]

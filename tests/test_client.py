@@ -137,6 +137,8 @@ def test_tls_is_verified(apiserver, service_account, tmp_path):
     ({"container": "app", "previous": True, "since_time": 1795946400_999_999_999},
      "?container=app&previous=true&sinceTime=2026-11-29T10%3A00%3A00Z"),
     ({"tail_lines": 10, "limit_bytes": 4096}, "?tailLines=10&limitBytes=4096"),
+    ({"since_time": -62135596800 * 10**9}, "?sinceTime=0001-01-01T00%3A00%3A00Z"),  # four-digit years
+    ({"since_time": -10**30}, "?sinceTime=0001-01-01T00%3A00%3A00Z"),
 ])
 def test_pod_log_url_matches_the_walkthrough(options, query):
     assert pod_log_url("https://kubernetes/", "kube-system", "coredns-d798c9dd-pdswq", **options) == (

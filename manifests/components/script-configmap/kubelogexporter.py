@@ -194,9 +194,13 @@ def parse_timestamp(text: str) -> int:
     return _match_ns(match)
 
 
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+
+
 def _format_ts(ns: int, *, whole_seconds: bool = False) -> str:
     seconds, nanos = divmod(ns, NS_PER_SECOND)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    seconds = min(max(seconds, _MIN_SECONDS), _MAX_SECONDS)  # RFC 3339 has four-digit years
+    text = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6]  # strftime's %Y drops the zeros of year 1
     return text + "Z" if whole_seconds else "%s.%09dZ" % (text, nanos)
 
 
@@ -232,11 +236,13 @@ def _server_from_environ(environ: Mapping[str, str]) -> str:
 
 def _read_text(path: Path, what: str, hint: str) -> str:
     try:
-        return path.read_text().strip()
+        return path.read_bytes().decode("utf-8").strip()
     except FileNotFoundError:
         raise ConfigError("%s %s not found: %s" % (what, path, hint)) from None
     except OSError as exc:
         raise ConfigError("cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s %s is not UTF-8 text: check its content" % (what, path)) from None
 
 
 class _TokenSource:
@@ -364,12 +370,16 @@ class KubeClient:
     def __init__(self, server: str, *, token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
                  insecure_skip_tls_verify: bool = False, timeout: float = HTTP_TIMEOUT, retries: int = RETRIES,
                  backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None):
-        url = urllib.parse.urlsplit(server)
-        if url.scheme not in ("https", "http") or not url.hostname:
+        try:
+            url = urllib.parse.urlsplit(server)
+            port = url.port  # ValueError for a port that is not a number from 0 to 65535
+        except ValueError:
+            url, port = None, None
+        if url is None or url.scheme not in ("https", "http") or not url.hostname or port == 0:
             raise ConfigError("server %r is not an http(s) URL: pass --server https://HOST[:PORT]" % server)
         self.server = server.rstrip("/")
         self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._port = port or (443 if url.scheme == "https" else 80)
         self._prefix = url.path.rstrip("/")
         self._https = url.scheme == "https"
         self._timeout = timeout
@@ -406,7 +416,7 @@ class KubeClient:
         """A client configured like an in-cluster pod: the service host from ``environ``, token and CA from ``account_dir``."""
         environ = os.environ if environ is None else environ
         account = Path(account_dir)
-        server = server or _server_from_environ(environ)
+        server = _server_from_environ(environ) if server is None else server  # an empty --server is an error
         if token_file is None:
             token_file = account / SERVICE_TOKEN_FILENAME
             if server.startswith("http://"):
@@ -531,12 +541,20 @@ class KubeClient:
             raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
 
     def get_json(self, path: str, query: Optional[Mapping[str, str]] = None, **what: str) -> Dict[str, Any]:
+        """GET a JSON object; ConfigError when the server answers with something no API server sends."""
         failures = 0
         while True:
             response = self.request(path, query, **what)
             try:
                 body = response.read()
-                return json.loads(body)
+                try:
+                    document = json.loads(body)
+                except RecursionError:
+                    document = None  # nested deeper than any API object
+                if not isinstance(document, dict):
+                    raise ConfigError("%s answered GET %s with JSON that is not an API object: check --server"
+                                      % (self.server, self._prefix + path))
+                return document
             except _NETWORK_ERRORS + (ValueError,) as exc:
                 self.drop_connection()
                 if failures >= self.retries:
@@ -566,11 +584,15 @@ class KubeClient:
                     page = dict(query)
                     continue
                 raise
+            meta, items = pods.get("metadata") or {}, pods.get("items") or []
+            if not (isinstance(meta, dict) and isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+                raise ConfigError("%s answered a pod listing with something that is not a PodList: check --server"
+                                  % self.server)
             if list_meta is not None and "continue" not in page:
                 list_meta.clear()
-                list_meta.update(pods.get("metadata") or {})
-            yield from pods.get("items") or ()
-            token = (pods.get("metadata") or {}).get("continue")
+                list_meta.update(meta)
+            yield from items
+            token = meta.get("continue")
             if not token:
                 return
             page = dict(query, **{"continue": token})
@@ -691,27 +713,36 @@ class _Container:
         return None
 
 
+def _object(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any) -> List[Dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
+    meta = _object(pod.get("metadata"))
+    spec = _object(pod.get("spec"))
+    status = _object(pod.get("status"))
     now = time.time_ns()
     found = []
     for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
                                  ("ephemeralContainers", "ephemeralContainerStatuses")):
-        statuses = {s.get("name"): s for s in status.get(status_key) or ()}
-        for container in spec.get(spec_key) or ():
-            name = container.get("name") or ""
+        statuses = {s.get("name"): s for s in _objects(status.get(status_key))}
+        for container in _objects(spec.get(spec_key)):
+            name = str(container.get("name") or "")
             entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
                                name, listed_ns=now)
             st = statuses.get(name)
             if st:
-                entry.restarts = int(st.get("restartCount") or 0)
+                restarts = st.get("restartCount")
+                entry.restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0
                 entry.container_id = str(st.get("containerID") or "")
-                state = st.get("state") or {}
-                entry.state = next(iter(state), "")
-                entry.waiting_reason = str((state.get("waiting") or {}).get("reason") or "")
-                entry.has_previous = bool((st.get("lastState") or {}).get("terminated"))
+                state = _object(st.get("state"))
+                entry.state = str(next(iter(state), ""))
+                entry.waiting_reason = str(_object(state.get("waiting")).get("reason") or "")
+                entry.has_previous = bool(_object(st.get("lastState")).get("terminated"))
             found.append(entry)
     return found
 
@@ -749,15 +780,30 @@ class _State:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(_read_regular_file(self.path, STATE_MAX_BYTES))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch" % (self.path, exc)) from None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = getattr(exc, "strerror", None) or exc if not isinstance(exc, RecursionError) else "nested too deep"
+            raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch"
+                              % (self.path, reason)) from None
+        containers = data.get("containers") or {} if isinstance(data, dict) else None
+        files = data.get("files") or {} if isinstance(data, dict) else None
+        if not isinstance(containers, dict) or not isinstance(files, dict) or data.get("version") != STATE_VERSION:
             raise ConfigError("state file %s has an unknown format: move it away to export from scratch" % self.path)
-        self.containers = dict(data.get("containers") or {})
-        self.files = dict(data.get("files") or {})
+        # A record the engine cannot use is dropped, and said once: its file is then continued after its own last
+        # line, as when a record was pruned.
+        bad = [("container " + key, problem) for key, problem in
+               ((key, _record_problem(record, _CONTAINER_RECORD)) for key, record in containers.items()) if problem]
+        bad += [("file " + key, problem) for key, problem in
+                ((key, _record_problem(record, _FILE_RECORD)) for key, record in files.items()) if problem]
+        for what, _problem in bad:
+            kind, key = what.split(" ", 1)
+            (containers if kind == "container" else files).pop(key)
+        if bad:
+            _log.warning("state file %s: ignoring %d bad record(s) (%s: %s); their files continue after their own "
+                         "last line", self.path, len(bad), bad[0][0], bad[0][1])
+        self.containers, self.files = containers, files
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -834,6 +880,61 @@ class _State:
                 self._unsynced |= unsynced
                 self._dirty = True
             raise
+
+
+STATE_MAX_BYTES = 128 << 20  # far above any cluster's state; a bound for a state file that is no state file
+_CONTAINER_RECORD = {"ts": "ts", "count": "count", "restarts": "count?", "held": "bool?", "final": "bool?",
+                     "id": "str?", "seen": "number?"}
+_FILE_RECORD = {"size": "count", "ts": "ts?", "count": "count?"}
+
+
+def _record_problem(record: Any, fields: Mapping[str, str]) -> Optional[str]:
+    """What is wrong with a state record (the fields the engine reads), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for name, kind in fields.items():
+        if kind.endswith("?"):
+            if record.get(name) is None:
+                continue
+            kind = kind[:-1]
+        value = record.get(name)
+        if kind == "ts":
+            try:
+                parse_timestamp(value)
+                continue
+            except (ValueError, AttributeError):
+                pass
+        elif kind in ("count", "number") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind == "number" or (isinstance(value, int) and value >= 0):
+                continue
+        elif isinstance(value, {"bool": bool, "str": str}.get(kind, ())):
+            continue
+        return "bad %s %s" % (name, _shown(value))
+    if fields is _FILE_RECORD and record.get("ts") is not None and record.get("count") is None:
+        return "a ts without a count"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, up to ``limit``: never through a symlink, never a device or FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link", str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "larger than %d MiB" % (limit >> 20), str(path))
+    return data
 
 
 def _syncfs(folder: Path) -> bool:
