@@ -3,6 +3,7 @@
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -248,3 +249,26 @@ def test_a_bad_state_record_is_reported_once_and_its_file_continues_exactly(shop
     assert err.count("bad record") == 1 and err.count("\n") == 2, err
     assert [line.split(" ", 1)[1] for line in (tmp_path / "logs/shop/web/app.log").read_text().splitlines()] == [
         "hello", "again"]
+
+
+def test_a_sigterm_at_once_after_start_stops_the_run_instead_of_killing_it(shop, args):
+    # The child starts with SIGTERM blocked, so the signal sent right after the start waits for the first moment
+    # the program takes it: it must be handled (interrupted, exit 1), never the default action (exit -15).
+    proc = subprocess.Popen([sys.executable, str(ROOT / "kubelogexporter.py")] + args, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_the_program_keeps_its_sigterm_handler_until_it_exits(shop, args, monkeypatch, capsys):
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(sys, "argv", ["kubelogexporter"] + args)
+    try:
+        assert main() == 0
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, previous[0])
+        signal.raise_signal(signal.SIGTERM)  # just after the summary: no effect on the exit code
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert main(args) == 0 and signal.getsignal(signal.SIGTERM) is previous[0]  # a caller's process gets it back

@@ -19,6 +19,14 @@ As a library::
 
 from __future__ import annotations
 
+import signal
+
+# The program (not an importer) takes SIGTERM before the imports below, which take a while: Kubernetes may stop a
+# pod the moment it starts, and the default action would end the run as failed.  main() acts on what arrived.
+_EARLY_SIGNALS = []  # type: list
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGNALS.append(signum))
+
 import calendar
 import contextlib
 import dataclasses
@@ -2263,7 +2271,29 @@ class _StderrHandler(logging.Handler):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import signal
+    """The command line; ``argv`` None: the program itself, which keeps its SIGTERM handler until it exits."""
+    stop = threading.Event()
+    previous_handlers = {}
+
+    def on_signal(signum, frame):  # Kubernetes sends SIGTERM: stop, checkpoint, leave a state to continue from
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():  # first thing: a SIGTERM now must not kill the run
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[signum] = signal.signal(signum, on_signal)
+        # A SIGTERM blocked by whoever started us (signal masks are inherited) is delivered now, and handled.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    if _EARLY_SIGNALS:
+        stop.set()
+    try:
+        return _main(argv, stop)
+    finally:
+        if argv is not None:  # called from a program of the caller's: give its handlers back
+            for signum, previous in previous_handlers.items():
+                signal.signal(signum, previous)
+
+
+def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
     import sys
 
     parser = _build_parser()
@@ -2315,15 +2345,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             done, result.containers, _human_bytes(result.bytes_written), _human_bytes(rate)))
         sys.stderr.flush()
 
-    stop = threading.Event()
-    previous_handlers = {}
-
-    def on_signal(signum, frame):  # Kubernetes sends SIGTERM: stop, checkpoint, leave a state to continue from
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, on_signal)
     try:
         result = export_logs(
             args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
@@ -2341,8 +2362,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail(EXIT_FAILED, exc.message)
     finally:
         _log.removeHandler(handler)
-        for signum, previous in previous_handlers.items():
-            signal.signal(signum, previous)
         if live:
             sys.stderr.write("\r\033[K")
 
