@@ -1023,11 +1023,47 @@ def _safe_dir(root: Path, *parts: str, made: Optional[set] = None) -> Path:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
                 raise OSError(errno.ENOTDIR, "not a folder (or a symlink)", str(path)) from None
+            if mode & 0o077:
+                _make_private(path)
         if made is not None:
             made.add(path)
     return path
+
+
+def _make_private(path: Path) -> None:
+    """Take group and other access off a folder of ours (an older run's umask, a volume's fsGroup), or warn."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o077 | 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _log.warning("folder %s is open to other users and its mode cannot be changed (%s)", path, exc.strerror)
+
+
+def _make_folders(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for every folder it creates (Path.mkdir gives the parents the umask's mode)."""
+    missing = []
+    while not os.path.lexists(path) and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+
+
+def _check_own_file(fd: int, path: Path) -> None:
+    """Refuse to write through a file that is not only ours: another link to it, a device, a FIFO."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if st.st_nlink > 1:
+        raise OSError(errno.EMLINK, "it has %d hard links, so writing it would change another file: move it away"
+                      % st.st_nlink, str(path))
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -1068,8 +1104,16 @@ class _OutputFile:
         try:  # a new file gets its mode from open(); an old one may need it set
             self._fd = os.open(self._target, flags | os.O_EXCL, 0o600)
             self.committed = 0
-        except FileExistsError:
-            self._fd = os.open(self._target, flags | (os.O_TRUNC if replace else 0), 0o600)
+        except FileExistsError:  # never truncated, chmod-ed or written before it is known to be a file of ours
+            self._fd = os.open(self._target, flags | os.O_NONBLOCK, 0o600)
+            try:
+                _check_own_file(self._fd, self._target)
+            except OSError:
+                os.close(self._fd)
+                raise
+            os.set_blocking(self._fd, True)
+            if replace:
+                os.ftruncate(self._fd, 0)
             os.fchmod(self._fd, 0o600)
             self.committed = os.fstat(self._fd).st_size
             if committed is not None:
@@ -2099,7 +2143,7 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
     lock_fd = None
     if not dry_run:
         try:
-            output.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_folders(output)
             lock_fd = _lock_output(output / (LOCK_FILENAME + suffix))
         except OSError as exc:
             raise ConfigError("cannot write to %s (%s): pass a writable --output-dir" % (output, exc.strerror)) from None
@@ -2259,6 +2303,17 @@ def _summary_line(result: ExportResult) -> str:
     return line + ("; " + ", ".join(extras) if extras else "")
 
 
+# Control characters (ESC, newline, ...) and Unicode line and direction marks: a pod name holding them must not
+# rewrite or fake the exporter's own lines on a terminal or in a log collector.
+_UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` as one line with its control characters escaped (``\\x1b``, ``\\n``)."""
+    return _UNPRINTABLE_RE.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else "\\u%04x" % ord(m.group()),
+                               text)
+
+
 class _StderrHandler(logging.Handler):
     def __init__(self, stream):
         super().__init__()
@@ -2266,7 +2321,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         level = "%s: " % record.levelname.lower() if record.levelno >= logging.WARNING else ""
-        self.stream.write("kubelogexporter: %s%s\n" % (level, record.getMessage()))
+        self.stream.write("kubelogexporter: %s%s\n" % (level, _printable(record.getMessage())))
         self.stream.flush()
 
 
@@ -2303,7 +2358,7 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         return int(exc.code or 0)
 
     def fail(code: int, message: str) -> int:
-        sys.stderr.write("kubelogexporter: error: %s\n" % message)
+        sys.stderr.write("kubelogexporter: error: %s\n" % _printable(message))
         return code
 
     since = None
@@ -2327,6 +2382,10 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         return fail(EXIT_USAGE, "--shard-index needs --shard-count")
     if args.all_namespaces and args.namespaces:
         return fail(EXIT_USAGE, "-A and -n exclude each other: pass one")
+    for namespace in args.namespaces or ():
+        if not _is_kubernetes_name("namespace", namespace):
+            return fail(EXIT_USAGE, "-n %r is not a namespace name (a DNS label: lowercase letters, digits and '-', "
+                                    "at most 63)" % namespace)
 
     handler = _StderrHandler(sys.stderr)
     _log.addHandler(handler)
@@ -2372,10 +2431,10 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         sys.stdout.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
     for note in result.notes:
         if not args.quiet:
-            sys.stderr.write("kubelogexporter: note: %s\n" % note)
+            sys.stderr.write("kubelogexporter: note: %s\n" % _printable(note))
     for gap in result.gaps:
         if not args.quiet:
-            sys.stderr.write("kubelogexporter: warning: %s: %s\n" % (gap["container"], gap["reason"]))
+            sys.stderr.write("kubelogexporter: warning: %s\n" % _printable("%s: %s" % (gap["container"], gap["reason"])))
     if not args.quiet and not args.dry_run:
         sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
     refused = [f for f in result.failed if f.get("status") in (401, 403)]

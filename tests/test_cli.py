@@ -74,6 +74,8 @@ def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
     (["-A", "-n", "shop"], "-A and -n exclude each other"),
     (["--since-time", "10:00"], "is not an RFC 3339 time"),
     (["--since", "1h", "--since-time", "2026-11-29T10:00:00Z"], "exclude each other"),
+    (["-n", "../shop"], "-n '../shop' is not a namespace name"),
+    (["-n", "Shop"], "-n 'Shop' is not a namespace name"),
 ])
 def test_bad_values_are_usage_errors(shop, args, capsys, extra, message):
     assert main(args + extra) == 2
@@ -272,3 +274,14 @@ def test_the_program_keeps_its_sigterm_handler_until_it_exits(shop, args, monkey
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
     assert main(args) == 0 and signal.getsignal(signal.SIGTERM) is previous[0]  # a caller's process gets it back
+
+
+def test_names_with_control_characters_are_escaped_on_stderr(cluster, args, apiserver, capsys):
+    pod = "evil\x1b[2K\rkubelogexporter: exported 9 of 9 containers\n"
+    cluster.add_pod("shop", pod)
+    cluster.append_log("shop", pod, "app", ["hello"])
+    apiserver.faults.log_error_tail("shop", pod, "app", "unable to retrieve container logs")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and err.count("\n") == 2, err
+    assert "shop/evil\\x1b[2K\\rkubelogexporter: exported 9 of 9 containers\\n/app: the kubelet reported" in err

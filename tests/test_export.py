@@ -2,7 +2,9 @@
 
 import gzip
 import json
+import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -152,6 +154,39 @@ def test_every_name_the_api_returns_is_exported(cluster, apiserver, export, pod)
     result = export()
     assert (result.exit_code, result.exported, result.failed) == (0, 1, [])
     assert (export.output / "shop" / pod / "app.log").read_text().endswith(" ok\n")
+
+
+@pytest.mark.parametrize("state", [True, False])
+def test_a_hard_link_to_a_file_outside_is_not_written_through(cluster, apiserver, export, tmp_path, state):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["secret"])
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    outside.chmod(0o644)
+    folder = export.output / "shop" / "web"
+    folder.mkdir(parents=True)
+    name = "app.log" if state else ".app.log.%d.tmp" % os.getpid()  # --no-state writes aside, then renames
+    os.link(outside, folder / name)
+    result = export(state=state)
+    assert result.exit_code == 1 and "hard links" in result.failed[0]["reason"]
+    assert outside.read_text() == "precious\n" and stat.S_IMODE(outside.stat().st_mode) == 0o644
+
+
+def test_folders_are_private_new_parents_and_old_folders_alike(cluster, apiserver, export, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    output = tmp_path / "new" / "parent" / "logs"
+    folders = [tmp_path / "new", tmp_path / "new" / "parent", output, output / "shop", output / "shop" / "web"]
+    old_umask = os.umask(0o022)
+    try:
+        assert export(output=output).ok
+        assert [stat.S_IMODE(p.stat().st_mode) for p in folders] == [0o700] * 5
+        (output / "shop").chmod(0o755)  # an older run's folder, made under another umask
+        (output / "shop" / "web").chmod(0o2770)  # a volume's fsGroup
+        assert export(output=output).ok
+    finally:
+        os.umask(old_umask)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in folders] == [0o700] * 4 + [0o2700]
 
 
 def test_a_symlinked_pod_folder_is_not_followed(cluster, apiserver, export, tmp_path):
