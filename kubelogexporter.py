@@ -89,6 +89,7 @@ STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
 # Bound tokens rotate (the kubelet refreshes them at 80 % of a 1 h lifetime):
 # re-reading once a minute always picks up the new one in time.
 TOKEN_REREAD_SECONDS = 60.0
+TOKEN_WAIT_SECONDS = 2.0  # after a 401, how long a token file being rewritten (empty, partial) is read again
 BLOCK_SIZE = 1 << 20
 PAGE_SIZE = 500
 HTTP_TIMEOUT = 60.0
@@ -261,18 +262,44 @@ class _TokenSource:
         self._lock = threading.Lock()
         self._value = ""
         self._read_at = float("-inf")
+        self._known: List[str] = []  # the tokens read so far, to keep out of every message
         self.refresh()
 
-    def refresh(self) -> str:
+    def refresh(self, wait: float = 0.0) -> str:
+        """Read the token again; for up to ``wait`` seconds, a file being rewritten (empty, partial) is read again."""
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            try:
+                value = self._read()
+                break
+            except ConfigError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.25)
+        with self._lock:
+            self._value, self._read_at = value, time.monotonic()
+            if value not in self._known:
+                self._known = (self._known + [value])[-4:]
+        return value
+
+    def _read(self) -> str:
         value = _read_text(self._path, "token file", "run inside a pod with a service account, or pass --token-file")
         if not value:
             raise ConfigError("token file %s is empty: pass a file holding a bearer token" % self._path)
         if not all(33 <= ord(ch) < 127 for ch in value):
             # http.client would refuse the header and quote it, token included, in its error.
             raise ConfigError("token file %s holds characters a bearer token cannot have: check its content" % self._path)
-        with self._lock:
-            self._value, self._read_at = value, time.monotonic()
         return value
+
+    def redact(self, text: str) -> str:
+        """``text`` without any token read so far (a server may echo the Authorization header)."""
+        with self._lock:
+            known = list(self._known)
+        for token in known:
+            text = text.replace(token, "<token>")
+        return text
 
     def get(self) -> str:
         with self._lock:
@@ -489,10 +516,13 @@ class KubeClient:
 
     # -- requests ------------------------------------------------------------
 
+    def _redact(self, text: str) -> str:
+        return self._token.redact(text) if self._token is not None else text
+
     def _headers(self, accept: str, refresh_token: bool) -> Dict[str, str]:
         headers = {"Accept": accept, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if self._token is not None:
-            token = self._token.refresh() if refresh_token else self._token.get()
+            token = self._token.refresh(wait=TOKEN_WAIT_SECONDS) if refresh_token else self._token.get()
             headers["Authorization"] = "Bearer " + token
         return headers
 
@@ -502,14 +532,20 @@ class KubeClient:
         target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         failures = throttles = 0
         refreshed = False
+        message = ""
         while True:
             if self.stop_event.is_set():
                 raise _Stopped()
+            try:
+                headers = self._headers(accept, refresh_token=refreshed)
+            except ConfigError as exc:  # after a 401: the token file stayed empty or unreadable
+                raise ApiError(401, "%s, and reading the token again failed: %s" % (message, exc), verb=verb,
+                               resource=resource, namespace=namespace) from None
             conn = self._connection()
             reused = self._local.used
             started = time.monotonic()
             try:
-                conn.request("GET", target, headers=self._headers(accept, refresh_token=refreshed))
+                conn.request("GET", target, headers=headers)
                 response = conn.getresponse()
             except _NETWORK_ERRORS as exc:
                 self.drop_connection()
@@ -517,8 +553,8 @@ class KubeClient:
                     self._local.used = False
                     continue  # the server closed an idle keep-alive connection: not a failure
                 if failures >= self.retries:
-                    raise ApiError(0, "cannot reach %s: %s" % (self.server, exc), verb=verb, resource=resource,
-                                   namespace=namespace) from None
+                    raise ApiError(0, self._redact("cannot reach %s: %s" % (self.server, exc)), verb=verb,
+                                   resource=resource, namespace=namespace) from None
                 delay = self.backoff_delay(failures)
                 failures += 1
                 _log.debug("GET %s failed (%s); retrying in %.2fs", target, exc, delay)
@@ -532,7 +568,10 @@ class KubeClient:
             if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
                 self.drop_connection()
             message, reason = _status_message(body, response.getheader("Content-Type") or "")
-            message = message or "HTTP %d %s" % (response.status, response.reason)
+            if 300 <= response.status < 400:  # never followed: the token must not go where a redirect points
+                message = "HTTP %d %s to %s: pass the API server's own address with --server" % (
+                    response.status, response.reason, response.getheader("Location") or "nowhere")
+            message = self._redact(message or "HTTP %d %s" % (response.status, response.reason))
             if response.status == 401 and self._token is not None and not refreshed:
                 refreshed = True  # the token may have rotated: read it again and retry once
                 continue
@@ -626,7 +665,7 @@ class KubeClient:
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
-                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch failed"),
+                    raise ApiError(int(obj.get("code") or 500), self._redact(str(obj.get("message") or "watch failed")),
                                    reason=str(obj.get("reason") or ""), verb="watch", resource="pods",
                                    namespace=namespace or "")
                 yield kind, obj
@@ -845,7 +884,7 @@ class _State:
             try:
                 self._save()
             except OSError as exc:  # the final save reports it; the files are fine either way
-                _log.warning("cannot save the state file %s: %s (will retry)", self.path, exc.strerror)
+                _log.warning("cannot save the state file %s: %s (will retry)", self.path, _os_reason(exc, self.path))
             finally:
                 self._save_lock.release()
 
@@ -943,6 +982,14 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, "larger than %d MiB" % (limit >> 20), str(path))
     return data
+
+
+def _os_reason(exc: OSError, meant: Path) -> str:
+    """The OS's reason, naming the file it is about when that is another one (the state's .tmp, a folder)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and os.fsdecode(exc.filename) != str(meant):
+        reason = "%s: %s" % (os.fsdecode(exc.filename), reason)
+    return reason
 
 
 def _syncfs(folder: Path) -> bool:
@@ -2190,7 +2237,7 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
                 store.save(prune_before=time.time() - STATE_FORGET_AFTER)
         except OSError as exc:
             reason = "cannot save the state file %s: %s; the next run exports this run's lines again" % (
-                store.path, exc.strerror)
+                store.path, _os_reason(exc, store.path))
             _log.error("%s", reason)
             result.failed.append({"container": "", "status": 0, "reason": reason})
         finally:

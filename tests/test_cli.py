@@ -285,3 +285,10 @@ def test_names_with_control_characters_are_escaped_on_stderr(cluster, args, apis
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and err.count("\n") == 2, err
     assert "shop/evil\\x1b[2K\\rkubelogexporter: exported 9 of 9 containers\\n/app: the kubelet reported" in err
+
+
+def test_the_token_never_shows_even_when_the_server_echoes_it(shop, args, apiserver, capsys):
+    apiserver.faults.fail(status=403, path_contains="/pods", message="request had Authorization: Bearer token-1")
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "token-1" not in err and "Authorization: Bearer <token>" in err and err.count("\n") == 1, err

@@ -1,8 +1,11 @@
 """KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
 
+import os
+import threading
+
 import pytest
 
-from conftest import SA_USER
+from conftest import SA_USER, wait_for
 
 from kubelogexporter import ApiError, KubeClient, pod_log_url
 
@@ -143,3 +146,44 @@ def test_tls_is_verified(apiserver, service_account, tmp_path):
 def test_pod_log_url_matches_the_walkthrough(options, query):
     assert pod_log_url("https://kubernetes/", "kube-system", "coredns-d798c9dd-pdswq", **options) == (
         "https://kubernetes/api/v1/namespaces/kube-system/pods/coredns-d798c9dd-pdswq/log" + query)
+
+
+def test_a_redirect_names_its_status_and_location(cluster, apiserver, client):
+    apiserver.faults.redirect("https://elsewhere.example:6443/api/v1/pods", path_contains="/pods")
+    with pytest.raises(ApiError) as error:
+        list(client.list_pods(None))
+    assert error.value.status == 301
+    assert error.value.message == ("HTTP 301 Moved Permanently to https://elsewhere.example:6443/api/v1/pods: "
+                                   "pass the API server's own address with --server")
+
+
+def test_a_token_rotated_through_an_empty_file_is_read_again(cluster, apiserver, service_account, tmp_path):
+    fifo = tmp_path / "token"
+    os.mkfifo(str(fifo))
+
+    def readers():  # this process's open ends of the FIFO: the client's reads
+        fds = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds.append(os.readlink("/proc/self/fd/" + fd))
+            except OSError:
+                pass
+        return fds.count(str(fifo))
+
+    def rotate():  # each read of the token file gets the next content: the old token, a rewrite's empty file, the new one
+        for content in ("token-1", "", "token-2"):
+            writer = os.open(str(fifo), os.O_WRONLY)  # returns once a read has opened the file
+            os.write(writer, content.encode())
+            wait_for(lambda: readers() == 2)  # that read's end is open too: it cannot end before the close below
+            os.close(writer)
+            wait_for(lambda: readers() == 0)  # that read is over: the next open is the next read
+
+    thread = threading.Thread(target=rotate, daemon=True)
+    thread.start()
+    client = KubeClient(apiserver.url, token_file=fifo, ca_file=service_account / "ca.crt", backoff=0.001, retries=0)
+    cluster.add_pod("shop", "web")
+    apiserver.tokens.clear()
+    apiserver.tokens["token-2"] = SA_USER  # token-1 revoked while its file is being rewritten
+    assert names(client.list_pods("shop")) == ["web"]
+    thread.join(5)
+    assert not thread.is_alive() and [r.status for r in apiserver.requests] == [401, 200]

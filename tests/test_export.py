@@ -752,6 +752,7 @@ def test_a_state_file_that_cannot_be_saved_fails_the_run_in_one_line(cluster, ap
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "Traceback" not in err
     assert "error: cannot save the state file" in err
+    assert "%s.tmp: Is a directory" % kubelogexporter.STATE_FILENAME in err  # the file the error is about
 
 
 def test_sigterm_is_acted_on_while_the_queue_is_full(cluster, apiserver, service_account, tmp_path):
