@@ -74,6 +74,7 @@ def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
     (["-A", "-n", "shop"], "-A and -n exclude each other"),
     (["--since-time", "10:00"], "is not an RFC 3339 time"),
     (["--since", "1h", "--since-time", "2026-11-29T10:00:00Z"], "exclude each other"),
+    (["--timeout", "0"], "--timeout must be more than 0 seconds"),
     (["-n", "../shop"], "-n '../shop' is not a namespace name"),
     (["-n", "Shop"], "-n 'Shop' is not a namespace name"),
 ])
@@ -292,3 +293,11 @@ def test_the_token_never_shows_even_when_the_server_echoes_it(shop, args, apiser
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "token-1" not in err and "Authorization: Bearer <token>" in err and err.count("\n") == 1, err
+
+
+def test_timeout_bounds_a_silent_server_and_the_retry_says_so(shop, args, apiserver, capsys):
+    apiserver.faults.hang(path_contains="/api/v1/pods")
+    assert main(args + ["--timeout", "0.3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kubelogexporter: warning: GET /api/v1/pods: cannot reach %s: no response within 0.3s; "
+                             "retrying in " % apiserver.url) and len(err) == 2, err

@@ -1,7 +1,10 @@
 """KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
 
+import logging
 import os
+import socket
 import threading
+import time
 
 import pytest
 
@@ -187,3 +190,102 @@ def test_a_token_rotated_through_an_empty_file_is_read_again(cluster, apiserver,
     assert names(client.list_pods("shop")) == ["web"]
     thread.join(5)
     assert not thread.is_alive() and [r.status for r in apiserver.requests] == [401, 200]
+
+
+@pytest.fixture
+def warnings():
+    """What the client says on stderr (main() shows the module's warnings there)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("kubelogexporter")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.WARNING
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def quick_client(server, service_account, **options):
+    options = dict(dict(backoff=0.001, retries=0, timeout=5.0), **options)
+    return KubeClient(server, token_file=service_account / "token", ca_file=service_account / "ca.crt", **options)
+
+
+def test_connecting_and_the_tls_handshake_time_out_together(service_account):
+    with socket.socket() as listener:  # the kernel accepts the connection; nobody ever answers the handshake
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        client = quick_client("https://127.0.0.1:%d" % listener.getsockname()[1], service_account, connect_timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(ApiError, match="TLS handshake timed out after 0.2s"):
+            list(client.list_pods(None))
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("fault, options, message", [
+    ("hang", {"response_timeout": 0.2}, "no response within 0.2s"),
+    ("headers", {"response_timeout": 0.3}, "no response within 0.3s"),  # a byte every 50 ms: no recv times out
+    ("body", {"timeout": 0.3}, "less than 64 KiB in 0.3s"),
+])
+def test_a_stalled_or_trickling_answer_fails_within_its_timeout(cluster, apiserver, service_account, fault, options,
+                                                                message):
+    cluster.add_pod("shop", "web")
+    if fault == "hang":
+        apiserver.faults.hang(path_contains="/pods")
+    else:
+        apiserver.faults.trickle(0.05, path_contains="/pods", after_bytes=0 if fault == "headers" else 200)
+    client = quick_client(apiserver.url, service_account, **options)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match=message):
+        list(client.list_pods(None))
+    assert time.monotonic() - started < 2
+    client.close()
+
+
+def test_a_trickling_log_without_a_complete_line_is_cut(cluster, apiserver, service_account):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a line longer than the read timeout allows at this pace"])
+    apiserver.faults.trickle(0.05, path_contains="/log", after_bytes=150)
+    client = quick_client(apiserver.url, service_account, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(socket.timeout, match="no complete line in 0.3s"):
+        list(client.stream_log("shop", "web", "app"))
+    assert time.monotonic() - started < 2
+    client.close()
+
+
+def test_a_failing_request_gives_up_after_its_retry_time_and_says_what_it_waits_for(cluster, apiserver,
+                                                                                   service_account, warnings):
+    apiserver.faults.hang(path_contains="/pods", times=None)
+    client = quick_client(apiserver.url, service_account, response_timeout=0.1, retries=100, retry_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match=r"no response within 0.1s \(gave up after \d attempt\(s\) in \ds\)"):
+        list(client.list_pods(None))
+    assert 0.4 < time.monotonic() - started < 2
+    assert warnings and all(w.startswith("GET /api/v1/pods: cannot reach %s: no response within 0.1s; retrying in "
+                                         % apiserver.url) for w in warnings)
+
+
+def test_server_errors_and_throttling_say_what_they_wait_for(cluster, apiserver, client, warnings):
+    cluster.add_pod("shop", "web")
+    apiserver.faults.fail(503, path_contains="/pods")
+    apiserver.faults.throttle(retry_after=0, path_contains="/pods")
+    assert names(client.list_pods(None)) == ["web"]
+    assert [w.split(";")[0] for w in warnings] == [
+        "GET /api/v1/pods: throttled by the API server (429)",
+        "GET /api/v1/pods: HTTP 503: the server is currently unable to handle the request"]
+    assert all("; waiting 0.0s as its Retry-After asks" in w or "; retrying in " in w for w in warnings)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("loop, max_pages, message", [
+    (True, 10_000, "repeated a continue token after 2 pages"),
+    (False, 3, "went on after 3 pages"),
+])
+def test_a_listing_without_end_stops_with_an_error(cluster, apiserver, client, loop, max_pages, message):
+    for i in range(6):
+        cluster.add_pod("shop", "web-%d" % i)
+    if loop:
+        apiserver.faults.loop_continue()
+    with pytest.raises(ApiError, match="the pod listing does not end: the API server " + message):
+        list(client.list_pods(None, page_size=1, max_pages=max_pages))

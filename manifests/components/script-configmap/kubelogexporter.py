@@ -92,7 +92,12 @@ TOKEN_REREAD_SECONDS = 60.0
 TOKEN_WAIT_SECONDS = 2.0  # after a 401, how long a token file being rewritten (empty, partial) is read again
 BLOCK_SIZE = 1 << 20
 PAGE_SIZE = 500
-HTTP_TIMEOUT = 60.0
+HTTP_TIMEOUT = 60.0  # read timeout (--timeout): a read that gets nothing, or a stream no complete line, this long
+CONNECT_TIMEOUT = 10.0  # TCP connect and TLS handshake together (at most --timeout)
+RESPONSE_TIMEOUT = 30.0  # from the request sent to the whole response header (at most --timeout)
+RETRY_SECONDS = 60.0  # a failing request (or listing page) stops retrying after about this long
+MAX_LIST_PAGES = 10_000  # 5 million pods at 500 a page: a listing with more pages is a broken server's
+PROGRESS_BYTES = 64 << 10  # a JSON body must deliver this much per read timeout
 RETRIES = 5
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
@@ -394,17 +399,145 @@ def _retry_after(response: http.client.HTTPResponse) -> Optional[float]:
         return None
 
 
+class _Deadline:
+    """A bound on a whole read, not on each recv (a socket timeout, which a trickle of bytes never trips).
+
+    When it passes, the watchdog shuts the socket down, so a read blocked on it returns (short, or with an error)
+    and ``expired`` is True.  ``extend()`` moves it ``seconds`` past now: call it on progress.  A context manager.
+    """
+
+    def __init__(self, sock: Any, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sock = sock
+        _WATCHDOG.add(self)
+
+    def extend(self, seconds: Optional[float] = None) -> None:
+        self.at = time.monotonic() + (self.seconds if seconds is None else seconds)
+
+    def cancel(self) -> None:
+        _WATCHDOG.discard(self)
+
+    def _fire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError, AttributeError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> "_Deadline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+
+class _Watchdog:
+    """One thread for all deadlines, started on the first and ended when none is left for a while.
+
+    It sleeps until the earliest deadline it knows of; adding a later one (the usual case) does not wake it.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._deadlines: set = set()
+        self._running = False
+        self._wakes_at = float("inf")
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._deadlines.add(deadline)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="kubelogexporter-deadlines", daemon=True).start()
+            elif deadline.at < self._wakes_at:
+                self._cond.notify()
+
+    def discard(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._deadlines.discard(deadline)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._deadlines:
+                    self._wakes_at = float("inf")
+                    if not self._cond.wait(5.0) and not self._deadlines:
+                        self._running = False
+                        return
+                    continue
+                now = time.monotonic()
+                due = [d for d in self._deadlines if d.at <= now]  # an extended deadline is simply not due yet
+                for deadline in due:
+                    self._deadlines.discard(deadline)
+                    deadline._fire()
+                if not due:
+                    self._wakes_at = min(d.at for d in self._deadlines)
+                    self._cond.wait(self._wakes_at - now)
+                    self._wakes_at = float("inf")
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Connection(http.client.HTTPConnection):
+    """A keep-alive connection that connects, TLS handshake included, within ``connect_timeout`` in all.
+
+    Then its socket has the read timeout (``timeout``); KubeClient.request bounds the wait for a response.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
+                 context: Optional[ssl.SSLContext] = None):
+        super().__init__(host, port, timeout=timeout)
+        self.connect_timeout = connect_timeout
+        self._tls = context
+        if context is not None:
+            self.default_port = 443  # the Host header omits the scheme's own port
+
+    def connect(self) -> None:
+        started = time.monotonic()
+        sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+                remaining = self.connect_timeout - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise socket.timeout("timed out connecting")
+                sock.settimeout(remaining)
+                with _Deadline(sock, remaining) as deadline:
+                    try:
+                        sock.do_handshake()
+                    except (OSError, ValueError) as exc:
+                        if deadline.expired or isinstance(exc, socket.timeout):
+                            raise socket.timeout("TLS handshake timed out after %gs" % self.connect_timeout) from None
+                        raise
+            sock.settimeout(self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class KubeClient:
     """A small Kubernetes API client: lists pods and streams container logs.
 
     Each thread gets one keep-alive connection.  Requests are retried on 429
     (after ``Retry-After``), 5xx and network errors (jittered exponential
-    backoff), and once after a 401 with a freshly read token.
+    backoff, at most ``retries`` times and for about ``retry_seconds``), and
+    once after a 401 with a freshly read token.
+
+    Timeouts: ``connect_timeout`` for TCP and TLS together, ``response_timeout``
+    for the whole response header, ``timeout`` for each read of a body (the
+    first two are at most ``timeout``).  ``read_deadline()`` bounds a whole read.
     """
 
     def __init__(self, server: str, *, token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
                  insecure_skip_tls_verify: bool = False, timeout: float = HTTP_TIMEOUT, retries: int = RETRIES,
-                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None):
+                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
+                 connect_timeout: Optional[float] = None, response_timeout: Optional[float] = None,
+                 retry_seconds: float = RETRY_SECONDS):
+        if not timeout > 0:
+            raise ConfigError("the timeout must be more than 0 seconds")
         try:
             url = urllib.parse.urlsplit(server)
             port = url.port  # ValueError for a port that is not a number from 0 to 65535
@@ -418,6 +551,9 @@ class KubeClient:
         self._prefix = url.path.rstrip("/")
         self._https = url.scheme == "https"
         self._timeout = timeout
+        self.connect_timeout = min(CONNECT_TIMEOUT, timeout) if connect_timeout is None else connect_timeout
+        self.response_timeout = min(RESPONSE_TIMEOUT, timeout) if response_timeout is None else response_timeout
+        self.retry_seconds = retry_seconds
         self.retries = retries
         self.backoff = backoff
         self.stop_event = stop_event or threading.Event()  # set: requests and sleeps end with _Stopped
@@ -466,13 +602,25 @@ class KubeClient:
 
     # -- connections ---------------------------------------------------------
 
+    @property
+    def timeout(self) -> float:
+        """The read timeout (``--timeout``): also how long a stream may go without a complete line."""
+        return self._timeout
+
+    def read_deadline(self, seconds: Optional[float] = None) -> _Deadline:
+        """Bound the reads of this thread's open response to ``seconds`` (the read timeout) from now.
+
+        ``extend()`` it on progress (a complete line); when it passes, the connection is cut, the blocked read
+        returns short or raises, and ``expired`` tells a stall from a cut.  ``cancel()`` it (or use ``with``) when
+        done; the connection is then unusable only if it expired (drop it, as after any error).
+        """
+        return _Deadline(self._local.sock, self._timeout if seconds is None else seconds)
+
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            conn = _Connection(self._host, self._port, timeout=self._timeout, connect_timeout=self.connect_timeout,
+                               context=self._ssl)
             self._local.conn = conn
             self._local.used = False
             with self._connections_lock:
@@ -533,6 +681,7 @@ class KubeClient:
         failures = throttles = 0
         refreshed = False
         message = ""
+        first = time.monotonic()
         while True:
             if self.stop_event.is_set():
                 raise _Stopped()
@@ -546,18 +695,28 @@ class KubeClient:
             started = time.monotonic()
             try:
                 conn.request("GET", target, headers=headers)
-                response = conn.getresponse()
+                sock = self._local.sock = conn.sock  # the response's, even once a "Connection: close" drops it
+                sock.settimeout(self.response_timeout)
+                with _Deadline(sock, self.response_timeout) as deadline:  # headers trickled byte by byte too
+                    try:
+                        response = conn.getresponse()
+                    except _NETWORK_ERRORS as exc:
+                        if deadline.expired or isinstance(exc, socket.timeout):
+                            raise socket.timeout("no response within %gs" % self.response_timeout) from None
+                        raise
+                sock.settimeout(self._timeout)
             except _NETWORK_ERRORS as exc:
                 self.drop_connection()
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
                     self._local.used = False
                     continue  # the server closed an idle keep-alive connection: not a failure
-                if failures >= self.retries:
-                    raise ApiError(0, self._redact("cannot reach %s: %s" % (self.server, exc)), verb=verb,
-                                   resource=resource, namespace=namespace) from None
+                problem = self._redact("cannot reach %s: %s" % (self.server, exc or type(exc).__name__))
                 delay = self.backoff_delay(failures)
+                if not self._may_retry(first, failures, delay):
+                    raise ApiError(0, "%s (%s)" % (problem, self._gave_up(first, failures)), verb=verb,
+                                   resource=resource, namespace=namespace) from None
                 failures += 1
-                _log.debug("GET %s failed (%s); retrying in %.2fs", target, exc, delay)
+                _log.warning("GET %s: %s; retrying in %.1fs", self._prefix + path, problem, delay)
                 self.sleep(delay)
                 continue
             self._local.used = True
@@ -578,22 +737,49 @@ class KubeClient:
             if response.status == 429 and throttles < THROTTLE_RETRIES:
                 throttles += 1
                 delay = _retry_after(response)
-                self.sleep(delay if delay is not None else self.backoff_delay(throttles))
+                asked = delay is not None
+                delay = delay if asked else self.backoff_delay(throttles)
+                _log.warning("GET %s: throttled by the API server (429); waiting %.1fs%s", self._prefix + path, delay,
+                             " as its Retry-After asks" if asked else "")
+                self.sleep(delay)
                 continue
-            if response.status in _RETRYABLE_STATUSES and failures < self.retries:
+            if response.status in _RETRYABLE_STATUSES:
                 delay = _retry_after(response)
-                self.sleep(delay if delay is not None else self.backoff_delay(failures))
-                failures += 1
-                continue
+                delay = delay if delay is not None else self.backoff_delay(failures)
+                if self._may_retry(first, failures, delay):
+                    _log.warning("GET %s: HTTP %d: %s; retrying in %.1fs", self._prefix + path, response.status,
+                                 message, delay)
+                    self.sleep(delay)
+                    failures += 1
+                    continue
+                message = "%s (%s)" % (message, self._gave_up(first, failures))
             raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
+
+    def _may_retry(self, first: float, failures: int, delay: float) -> bool:
+        return failures < self.retries and time.monotonic() - first + delay <= self.retry_seconds
+
+    @staticmethod
+    def _gave_up(first: float, failures: int) -> str:
+        return "gave up after %d attempt(s) in %.0fs" % (failures + 1, time.monotonic() - first)
 
     def get_json(self, path: str, query: Optional[Mapping[str, str]] = None, **what: str) -> Dict[str, Any]:
         """GET a JSON object; ConfigError when the server answers with something no API server sends."""
         failures = 0
+        first = time.monotonic()
         while True:
             response = self.request(path, query, **what)
             try:
-                body = response.read()
+                parts = []
+                with self.read_deadline() as deadline:  # a body trickling in must still arrive within bounds
+                    while True:
+                        part = response.read(PROGRESS_BYTES)
+                        if not part:
+                            break
+                        parts.append(part)
+                        deadline.extend()
+                if deadline.expired:
+                    raise socket.timeout("less than %d KiB in %gs" % (PROGRESS_BYTES >> 10, self._timeout))
+                body = b"".join(parts)
                 try:
                     document = json.loads(body)
                 except RecursionError:
@@ -604,23 +790,28 @@ class KubeClient:
                 return document
             except _NETWORK_ERRORS + (ValueError,) as exc:
                 self.drop_connection()
-                if failures >= self.retries:
-                    raise ApiError(0, "bad response from %s%s: %s" % (self.server, path, exc)) from None
-                self.sleep(self.backoff_delay(failures))
+                delay = self.backoff_delay(failures)
+                problem = "bad response from %s%s: %s" % (self.server, path, exc)
+                if not self._may_retry(first, failures, delay):
+                    raise ApiError(0, "%s (%s)" % (problem, self._gave_up(first, failures))) from None
+                _log.warning("%s; retrying in %.1fs", problem, delay)
+                self.sleep(delay)
                 failures += 1
 
     def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
                   field_selector: Optional[str] = None, page_size: int = PAGE_SIZE,
-                  list_meta: Optional[Dict[str, Any]] = None) -> Iterator[Dict[str, Any]]:
+                  list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES) -> Iterator[Dict[str, Any]]:
         """Yield the pods of ``namespace`` (all namespaces when None), page by page.
 
         A continue token that expired (410) restarts the listing; pods already
         yielded may then be yielded again, so callers de-duplicate by UID.
         ``list_meta``, when given, receives the first page's list metadata (its
-        resourceVersion is where a watch continues from).
+        resourceVersion is where a watch continues from).  A continue token
+        seen before, or more than ``max_pages`` pages, end it with an ApiError.
         """
         path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
-        restarts = 0
+        restarts = pages = 0
+        tokens: set = set()
         page = dict(query)
         while True:
             try:
@@ -629,6 +820,7 @@ class KubeClient:
                 if exc.status == 410 and "continue" in page and restarts < 3:
                     restarts += 1
                     page = dict(query)
+                    tokens.clear()
                     continue
                 raise
             meta, items = pods.get("metadata") or {}, pods.get("items") or []
@@ -642,6 +834,12 @@ class KubeClient:
             token = meta.get("continue")
             if not token:
                 return
+            pages += 1
+            if token in tokens or pages >= max_pages:
+                raise ApiError(0, "the pod listing does not end: the API server %s after %d pages; its paging is "
+                               "broken" % ("repeated a continue token" if token in tokens else "went on", pages),
+                               verb="list", resource="pods", namespace=namespace or "")
+            tokens.add(token)
             page = dict(query, **{"continue": token})
 
     def watch_pods(self, namespace: Optional[str] = None, *, resource_version: str, label_selector: Optional[str] = None,
@@ -655,6 +853,7 @@ class KubeClient:
                                     timeoutSeconds=str(timeout_seconds))
         response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
         self._local.conn.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
+        deadline = self.read_deadline(timeout_seconds + self._timeout)  # the server ends it after timeout_seconds
         try:
             while True:
                 line = response.readline()
@@ -672,6 +871,8 @@ class KubeClient:
         except BaseException:
             self.drop_connection()
             raise
+        finally:
+            deadline.cancel()
 
     def open_log(self, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = True,
                  previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
@@ -688,19 +889,31 @@ class KubeClient:
 
     def stream_log(self, namespace: str, pod: str, container: Optional[str] = None, *, block_size: int = BLOCK_SIZE,
                    **options: Any) -> Iterator[bytes]:
-        """Yield a container's log as byte blocks (no retry once the body has started)."""
+        """Yield a container's log as byte blocks as they arrive (no retry once the body has started).
+
+        A body that brings no complete line for the read timeout is cut: socket.timeout.
+        """
         response = self.open_log(namespace, pod, container, **options)
         if response is None:
             return
+        deadline = self.read_deadline()
         try:
             while True:
-                block = response.read(block_size)
+                try:
+                    block = response.read1(block_size)
+                finally:
+                    if deadline.expired:
+                        raise socket.timeout("no complete line in %gs" % deadline.seconds)
                 if not block:
                     return
+                if b"\n" in block:
+                    deadline.extend()
                 yield block
         except BaseException:
             self.drop_connection()
             raise
+        finally:
+            deadline.cancel()
 
 
 # ---------------------------------------------------------------------------
@@ -2146,7 +2359,8 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
                 dry_run: bool = False, environ: Optional[Mapping[str, str]] = None,
                 account_dir: os.PathLike = SERVICE_ACCOUNT_DIR, retries: int = RETRIES,
                 backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
-                progress: Optional[Callable[[ExportResult], None]] = None, follow: bool = False) -> ExportResult:
+                progress: Optional[Callable[[ExportResult], None]] = None, follow: bool = False,
+                timeout: float = HTTP_TIMEOUT) -> ExportResult:
     """Export the logs of every container of the selected pods into ``output_dir``.
 
     ``since`` (seconds) or ``since_time`` (RFC 3339) bound the first export of
@@ -2182,7 +2396,7 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Opt
     client = KubeClient.from_service_account(environ=environ, account_dir=account_dir, server=server,
                                              token_file=token_file, ca_file=ca_file,
                                              insecure_skip_tls_verify=insecure_skip_tls_verify, retries=retries,
-                                             backoff=backoff, stop_event=stop_event)
+                                             backoff=backoff, stop_event=stop_event, timeout=timeout)
     output = Path(output_dir)
     result = ExportResult(output_dir=str(output))
     namespaces = list(namespaces or ())
@@ -2320,6 +2534,8 @@ def _build_parser():
     connect.add_argument("--ca-file", metavar="FILE", help="CA certificate file (default the service account's)")
     connect.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify the server's certificate (unsafe)")
     connect.add_argument("--concurrency", type=int, default=4, metavar="N", help="simultaneous log streams (default 4)")
+    connect.add_argument("--timeout", type=float, default=HTTP_TIMEOUT, metavar="SECONDS",
+                         help="read timeout; a log stream without a complete line this long is stalled (default 60)")
 
     report = parser.add_argument_group("reporting")
     report.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -2416,6 +2632,8 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         return fail(EXIT_USAGE, str(exc))
     if args.concurrency < 1:
         return fail(EXIT_USAGE, "--concurrency must be at least 1")
+    if not args.timeout > 0:
+        return fail(EXIT_USAGE, "--timeout must be more than 0 seconds")
     shard_index = args.shard_index
     if args.shard_count is not None:
         if args.shard_count < 1:
@@ -2458,7 +2676,7 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
             insecure_skip_tls_verify=args.insecure_skip_tls_verify, concurrency=args.concurrency, gzip=args.gzip,
             timestamps=args.timestamps, state=args.state, since=since, since_time=args.since_time,
             shard_index=shard_index, shard_count=args.shard_count, dry_run=args.dry_run, stop_event=stop,
-            progress=progress if live else None, follow=args.follow)
+            progress=progress if live else None, follow=args.follow, timeout=args.timeout)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
     except ApiError as exc:
