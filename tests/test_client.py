@@ -1,5 +1,6 @@
 """KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
 
+import http.server
 import logging
 import os
 import socket
@@ -289,3 +290,26 @@ def test_a_listing_without_end_stops_with_an_error(cluster, apiserver, client, l
         apiserver.faults.loop_continue()
     with pytest.raises(ApiError, match="the pod listing does not end: the API server " + message):
         list(client.list_pods(None, page_size=1, max_pages=max_pages))
+
+
+@pytest.mark.parametrize("line", [b"[1]", b'{"type": "ADDED", "object": [1]}', b"[" * 200_000 + b"]" * 200_000])
+def test_a_watch_line_that_is_no_event_breaks_the_watch_as_a_value_error(line):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(line) + 1))
+            self.end_headers()
+            self.wfile.write(line + b"\n")
+
+        def log_message(self, *a):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        client = KubeClient("http://127.0.0.1:%d" % server.server_address[1], retries=0)
+        try:
+            with pytest.raises(ValueError, match="not a watch event"):
+                list(client.watch_pods(None, resource_version="1"))
+        finally:
+            client.close()
+            server.shutdown()

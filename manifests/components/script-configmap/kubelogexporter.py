@@ -852,7 +852,7 @@ class KubeClient:
                                     allowWatchBookmarks="true", resourceVersion=resource_version,
                                     timeoutSeconds=str(timeout_seconds))
         response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
-        self._local.conn.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
+        self._local.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
         deadline = self.read_deadline(timeout_seconds + self._timeout)  # the server ends it after timeout_seconds
         try:
             while True:
@@ -861,7 +861,12 @@ class KubeClient:
                     return
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except RecursionError:
+                    event = None
+                if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+                    raise ValueError("not a watch event: %s" % _shown(line.decode("utf-8", "replace")))
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     raise ApiError(int(obj.get("code") or 500), self._redact(str(obj.get("message") or "watch failed")),
