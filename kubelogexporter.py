@@ -223,7 +223,10 @@ def _parse_duration(text: str) -> float:
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError("not a duration: %r (use e.g. 90s, 15m, 2h, 1d)" % text)
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not seconds <= 10000 * 86400:  # beyond any log (and infinity, which no clock subtracts)
+        raise ValueError("duration %r is too long: use at most 10000d" % text)
+    return seconds
 
 
 class _Cursor(NamedTuple):

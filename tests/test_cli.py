@@ -75,6 +75,7 @@ def test_dry_run_prints_the_urls_it_would_fetch(shop, args, capsys, apiserver):
     (["--since-time", "10:00"], "is not an RFC 3339 time"),
     (["--since", "1h", "--since-time", "2026-11-29T10:00:00Z"], "exclude each other"),
     (["--timeout", "0"], "--timeout must be more than 0 seconds"),
+    (["--since", "9" * 400 + "d"], "is too long: use at most 10000d"),
     (["-n", "../shop"], "-n '../shop' is not a namespace name"),
     (["-n", "Shop"], "-n 'Shop' is not a namespace name"),
 ])
