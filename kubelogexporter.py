@@ -93,6 +93,8 @@ STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
 TOKEN_REREAD_SECONDS = 60.0
 TOKEN_WAIT_SECONDS = 2.0  # after a 401, how long a token file being rewritten (empty, partial) is read again
 BLOCK_SIZE = 1 << 20
+FIRST_READ_BYTES = 16 << 10  # a body's first read, before its rate is known (a stream slower than this per
+# quarter of the read timeout, about 1 KiB/s by default, counts as stalled)
 PAGE_SIZE = 500
 HTTP_TIMEOUT = 60.0  # read timeout (--timeout): a read that gets nothing, or a stream no complete line, this long
 CONNECT_TIMEOUT = 10.0  # TCP connect and TLS handshake together (at most --timeout)
@@ -2703,6 +2705,7 @@ class _Job:
         filled = 0  # buffer[:filled] is the start of a line (or a piece of the open one), with no newline
         stop = self.client.stop_event
         stall_at = time.monotonic() + self.client.timeout  # follow mode: a line begun must end within the timeout
+        rate = 0.0  # bytes a second of the last read
         while True:
             if stop.is_set():
                 raise _Stopped()
@@ -2711,7 +2714,12 @@ class _Job:
                 received = len(chunk)
                 view[filled:filled + received] = chunk
             else:
-                received = response.readinto(view[filled:])
+                # A read blocks until its size is in: start small and grow with the rate seen, so that a slow link
+                # still hands over complete lines well within the stall deadline.
+                size = min(len(buffer) - filled, max(FIRST_READ_BYTES, int(rate * self.client.timeout / 4)))
+                began = time.monotonic()
+                received = response.readinto(view[filled:filled + size])
+                rate = received / max(time.monotonic() - began, 1e-6)
             if not received:
                 return filled
             total = filled + received
