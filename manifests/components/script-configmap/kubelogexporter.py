@@ -1244,17 +1244,7 @@ class KubeClient:
             reused = self._local.used
             started = time.monotonic()
             try:
-                conn.request("GET", target, headers=headers)
-                sock = self._local.sock = conn.sock  # the response's, even once a "Connection: close" drops it
-                sock.settimeout(self.response_timeout)
-                with _Deadline(sock, self.response_timeout) as deadline:  # headers trickled byte by byte too
-                    try:
-                        response = conn.getresponse()
-                    except _NETWORK_ERRORS as exc:
-                        if deadline.expired or isinstance(exc, socket.timeout):
-                            raise socket.timeout("no response within %gs" % self.response_timeout) from None
-                        raise
-                sock.settimeout(self._timeout)
+                response = self._send(conn, target, headers)
             except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say which setting to fix, at once
                 self.drop_connection()
                 raise ConfigError(_tls_failure(self.server, exc, self._ca_setting)) from None
@@ -1276,14 +1266,7 @@ class KubeClient:
             _log.debug("GET %s -> %d (%.3fs)", target, response.status, time.monotonic() - started)
             if response.status < 300:
                 return response
-            body = response.read(1 << 16)
-            if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
-                self.drop_connection()
-            message, reason = _status_message(body, response.getheader("Content-Type") or "")
-            if 300 <= response.status < 400:  # never followed: the token must not go where a redirect points
-                message = "HTTP %d %s to %s: pass the API server's own address with --server" % (
-                    response.status, response.reason, response.getheader("Location") or "nowhere")
-            message = self._redact(message or "HTTP %d %s" % (response.status, response.reason))
+            message, reason = self._error_of(response)
             if response.status == 401 and self._token is not None and not refreshed:
                 refreshed = True  # the token may have rotated: read it again and retry once
                 continue
@@ -1307,6 +1290,32 @@ class KubeClient:
                     continue
                 message = "%s (%s)" % (message, self._gave_up(first, failures))
             raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
+
+    def _send(self, conn: http.client.HTTPConnection, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        """One GET on ``conn``: the whole response header within response_timeout, however it trickles in."""
+        conn.request("GET", target, headers=headers)
+        sock = self._local.sock = conn.sock  # the response's, even once a "Connection: close" drops it
+        sock.settimeout(self.response_timeout)
+        with _Deadline(sock, self.response_timeout) as deadline:
+            try:
+                response = conn.getresponse()
+            except _NETWORK_ERRORS as exc:
+                if deadline.expired or isinstance(exc, socket.timeout):
+                    raise socket.timeout("no response within %gs" % self.response_timeout) from None
+                raise
+        sock.settimeout(self._timeout)
+        return response
+
+    def _error_of(self, response: http.client.HTTPResponse) -> Tuple[str, str]:
+        """(message, reason) of an answer of 300 or more, the token redacted from it."""
+        body = response.read(1 << 16)
+        if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
+            self.drop_connection()
+        message, reason = _status_message(body, response.getheader("Content-Type") or "")
+        if 300 <= response.status < 400:  # never followed: the token must not go where a redirect points
+            message = "HTTP %d %s to %s: pass the API server's own address with --server" % (
+                response.status, response.reason, response.getheader("Location") or "nowhere")
+        return self._redact(message or "HTTP %d %s" % (response.status, response.reason)), reason
 
     def _may_retry(self, first: float, failures: int, delay: float) -> bool:
         return failures < self.retries and time.monotonic() - first + delay <= self.retry_seconds
@@ -3690,24 +3699,8 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         sys.stderr.write("kubelogexporter: error: %s\n" % _printable(message))
         return code
 
-    shard_index = args.shard_index
-    if shard_index is not None and args.shard_count is None:
-        return fail(EXIT_USAGE, "--shard-index needs --shard-count")
-    for namespace in args.namespaces or ():
-        if not _is_kubernetes_name("namespace", namespace):
-            return fail(EXIT_USAGE, "-n %r is not a namespace name (a DNS label: lowercase letters, digits and '-', "
-                                    "at most 63)" % namespace)
-    if args.shard_count is not None and shard_index is None:
-        index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
-        if not index.isdigit():
-            return fail(EXIT_USAGE, "--shard-count needs --shard-index or $%s (an Indexed Job sets it)" % JOB_COMPLETION_INDEX_ENV)
-        shard_index = int(index)
     try:
-        settings = _Settings.create(
-            args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
-            field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
-            shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
-            dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+        settings = _settings_from(args)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
 
@@ -3746,27 +3739,53 @@ def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
         if live:
             sys.stderr.write("\r\033[K")
 
+    _report(args, result, sys.stdout, sys.stderr)
+    return result.exit_code
+
+
+def _settings_from(args: Any) -> _Settings:
+    """The settings the parsed command line asks for; ConfigError with what to do."""
+    shard_index = args.shard_index
+    if shard_index is not None and args.shard_count is None:
+        raise ConfigError("--shard-index needs --shard-count")
+    for namespace in args.namespaces or ():
+        if not _is_kubernetes_name("namespace", namespace):
+            raise ConfigError("-n %r is not a namespace name (a DNS label: lowercase letters, digits and '-', at most "
+                              "63)" % namespace)
+    if args.shard_count is not None and shard_index is None:
+        index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
+        if not index.isdigit():
+            raise ConfigError("--shard-count needs --shard-index or $%s (an Indexed Job sets it)"
+                              % JOB_COMPLETION_INDEX_ENV)
+        shard_index = int(index)
+    return _Settings.create(
+        args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
+        field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
+        shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
+        dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+
+
+def _report(args: Any, result: ExportResult, out: Any, err: Any) -> None:
+    """What a run prints: the URLs of a dry run, the JSON summary, notes, gaps, the summary line, refusals."""
     if args.namespaces and not args.follow and not result.pods and not result.interrupted:
         result.notes.append("no pods %sin namespace %s: check the name with kubectl get namespaces" % (
             "matching the selectors " if args.selector or args.field_selector else "", ", ".join(args.namespaces)))
     if args.dry_run:
         for url in result.planned:
-            sys.stdout.write(url + "\n")
+            out.write(url + "\n")
     if args.json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
-    for note in result.notes if not settings.follow else ():  # follow mode said them as they came
-        if not args.quiet:
-            sys.stderr.write("kubelogexporter: note: %s\n" % _printable(note))
-    for gap in result.gaps:
-        if not args.quiet:
-            sys.stderr.write("kubelogexporter: warning: %s\n" % _printable("%s: %s" % (gap["container"], gap["reason"])))
-    if not args.quiet and not args.dry_run:
-        sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
+        out.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
+    if not args.quiet:
+        for note in result.notes if not args.follow else ():  # follow mode said them as they came
+            err.write("kubelogexporter: note: %s\n" % _printable(note))
+        for gap in result.gaps:
+            err.write("kubelogexporter: warning: %s\n" % _printable("%s: %s" % (gap["container"], gap["reason"])))
+        if not args.dry_run:
+            err.write("kubelogexporter: %s\n" % _summary_line(result))
     refused = [f for f in result.failed if f.get("status") in (401, 403)]
     if refused:
-        sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
-                         "identity, %s\n" % (len(refused), _rbac_hint()))
-    return result.exit_code
+        err.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
+                  "identity, %s\n" % (len(refused), _rbac_hint()))
 
 
 if __name__ == "__main__":
