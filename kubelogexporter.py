@@ -2442,6 +2442,7 @@ class ExportResult:
     pod_metadata: int = 0  # pod.json files written (changed or new)
     removed: List[str] = dataclasses.field(default_factory=list)  # by retention: files, then "ns/pod/" folders
     removed_bytes: int = 0
+    removed_events: int = 0  # lines dropped from events.jsonl files by retention
     compressed: List[str] = dataclasses.field(default_factory=list)  # finished logs now .log.gz
     interrupted: bool = False
     duration_seconds: float = 0.0
@@ -3078,6 +3079,16 @@ def _event_version(event: Mapping[str, Any]) -> Tuple[str, str, str]:
     return str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""), str(meta.get("namespace") or "")
 
 
+def _event_time(event: Mapping[str, Any]) -> Optional[float]:
+    """When an event (version) last happened, in seconds since the epoch; None when it says nothing parseable."""
+    for value in ((event.get("series") or {}).get("lastObservedTime"), event.get("deprecatedLastTimestamp"),
+                  event.get("eventTime"), (event.get("metadata") or {}).get("creationTimestamp")):
+        if value:
+            with contextlib.suppress(ValueError, TypeError):
+                return parse_timestamp(str(value)) / NS_PER_SECOND
+    return None
+
+
 def _retention_victims(files: Mapping[str, Tuple[float, int]], present: Iterable[Tuple[str, str]], now: float,
                        retain: float, *, in_scope: Callable[[str, str], bool] = lambda ns, pod: True,
                        protected: Iterable[str] = (), max_bytes: Optional[int] = None) -> List[str]:
@@ -3424,6 +3435,8 @@ class _Archive:
                 os.rmdir(self.root / namespace / pod)
                 self.result.removed.append("%s/%s/" % (namespace, pod))
                 emptied.add(namespace)
+        if settings.retain_seconds is not None:
+            emptied |= self._trim_all_events(scopes, cutoff)
         if not settings.shard_count:
             for namespace in sorted(emptied):
                 with contextlib.suppress(OSError):
@@ -3432,6 +3445,82 @@ class _Archive:
         if self.result.removed:
             with contextlib.suppress(OSError):
                 _fsync_dir(self.root)
+
+    def _trim_all_events(self, scopes: Sequence[Optional[str]], cutoff: float) -> set:
+        """Drop event lines older than the cutoff from the events files in scope; returns namespaces left empty."""
+        namespaces = [s for s in scopes if s] if None not in scopes else sorted(os.listdir(self.root))
+        emptied = set()
+        for namespace in namespaces:
+            if _NAMESPACE_RE.fullmatch(namespace) and self.owns_events(namespace):
+                try:
+                    if self._trim_events(namespace, cutoff):
+                        emptied.add(namespace)
+                except OSError as exc:
+                    self._failed("cannot trim %s/%s: %s" % (namespace, EVENTS_FILENAME, exc.strerror or exc))
+        return emptied
+
+    def _trim_events(self, namespace: str, cutoff: float) -> bool:
+        """Rewrite <namespace>/events.jsonl without the lines older than ``cutoff`` (atomically, by rename), once
+        its first line is older than the cutoff by a tenth of the retention (at most a day): so each line is
+        rewritten a few times, not every run.  True when no line is left (the file is removed)."""
+        relpath = "%s/%s" % (namespace, EVENTS_FILENAME)
+        path = self.root / relpath
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        slack = min(86400.0, self.settings.retain_seconds / 10)
+        with os.fdopen(fd, "rb") as source:
+            # The oldest of the first lines (one run's listing is in name order, not in time order).
+            head = source.read(1 << 16)
+            times = []
+            for line in head[:head.rfind(b"\n") + 1].splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    times.append(_event_time(json.loads(line)))
+            oldest = min((t for t in times if t is not None), default=None)
+            if oldest is None or oldest >= cutoff - slack:
+                return False
+            source.seek(0)
+            tmp = path.with_name(path.name + ".tmp")
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            dropped = kept = dropped_bytes = 0
+            try:
+                with os.fdopen(out, "wb") as target:
+                    for line in source:
+                        when = None
+                        with contextlib.suppress(ValueError, AttributeError):
+                            when = _event_time(json.loads(line))
+                        if when is not None and when < cutoff or not line.endswith(b"\n"):
+                            dropped += 1  # (a torn last line: _recover cuts it too)
+                            dropped_bytes += len(line)
+                            continue
+                        target.write(line)
+                        kept += len(line)
+                    target.flush()
+                    os.fsync(target.fileno())
+                if kept:
+                    os.replace(tmp, path)
+                else:
+                    os.unlink(tmp)
+                    os.unlink(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        _fsync_dir(path.parent)
+
+        def record(files: Dict[str, Any]) -> None:
+            if kept:
+                files[relpath] = kept
+            else:
+                files.pop(relpath, None)
+
+        self.store.update_sections(record, "event_files")
+        self.result.removed_events += dropped
+        self.result.removed_bytes += dropped_bytes
+        if not kept:
+            self.result.removed.append(relpath)
+        return not kept
 
     def _compress(self, relpath: str) -> None:
         """A finished plain log becomes <container>.log.gz (a gzip member), atomically; the state follows it."""
@@ -3511,6 +3600,8 @@ def _archive_summary(result: ExportResult) -> List[str]:
     files = [p for p in result.removed if not p.endswith("/")]
     if result.removed:
         extras.append("removed %d file(s), %s" % (len(files), _human_bytes(result.removed_bytes)))
+    if result.removed_events:
+        extras.append("removed %d old event line(s)" % result.removed_events)
     if result.compressed:
         extras.append("compressed %d" % len(result.compressed))
     return extras

@@ -276,3 +276,40 @@ def test_archive_settings_that_cannot_work():
     assert _parse_size("50G") == 50 * 10**9 and _parse_size("2Mi") == 2 << 20 and _parse_size("100") == 100
     with pytest.raises(ValueError):
         _parse_size("lots")
+
+
+def test_a_listing_that_fell_back_to_the_own_namespace_keeps_the_others(cluster, apiserver, export):
+    """Without -A, a forbidden cluster-wide listing exports the pod's own namespace: retention and events stay
+    inside it, and files of the other namespaces are not taken for gone."""
+    cluster.add_pod("logging", "web-1")
+    cluster.add_pod("shop", "old-1")
+    for ns, pod in (("logging", "web-1"), ("shop", "old-1")):
+        cluster.append_log(ns, pod, "app", ["one"])
+    cluster.add_event("shop", reason="Pulled")
+    cluster.add_event("logging", reason="Pulled")
+    export()
+    cluster.delete_pod("shop", "old-1")
+    apiserver.authorize = lambda user, verb, resource, sub, namespace, **_: namespace == "logging"
+    result = export(retain=1, events=True, clock=lambda: time.time() + 100 * HOUR)
+    assert any("exporting namespace logging only" in note for note in result.notes)
+    assert not [p for p in result.removed if p.startswith("shop/")]
+    assert (export.output / "shop" / "old-1" / "app.log").exists()
+    assert result.events == 1 and not event_lines(export.output, "shop")  # (logging's: trimmed at once, t+100h)
+    assert len(state_of(export.output)["containers"]) == 2  # records are kept unless the listing was cluster-wide
+
+
+def test_retention_trims_old_event_lines(cluster, export):
+    cluster.add_pod("shop", "web-1")
+    real = cluster.clock
+    cluster.clock = lambda: real() - int(48 * HOUR) * 10**9  # an event of two days ago (still in the cluster)
+    cluster.add_event("shop", reason="Old")
+    cluster.add_event("quiet", reason="Old")  # a namespace without pods
+    cluster.clock = real
+    cluster.add_event("shop", reason="New")
+    assert export(events=True).events == 3
+    result = export(retain=24 * HOUR)
+    assert result.removed_events == 2 and [e["reason"] for e in event_lines(export.output)] == ["New"]
+    assert "quiet/events.jsonl" in result.removed and "quiet/" in result.removed
+    assert not (export.output / "quiet").exists()
+    assert state_of(export.output)["event_files"] == {"shop/events.jsonl": (export.output / "shop" / "events.jsonl").stat().st_size}
+    assert export(events=True).events == 0  # what was trimmed is not fetched again
