@@ -3542,6 +3542,8 @@ class _Archive:
                     raw.flush()
                     os.fsync(raw.fileno())
                     st = os.fstat(raw.fileno())
+                last_write = os.fstat(plain.fileno()).st_mtime_ns
+            os.utime(tmp, ns=(last_write, last_write))  # retention counts from the last line, not from this
             os.replace(tmp, path)
             _fsync_dir(path.parent)
             os.unlink(source)

@@ -238,12 +238,14 @@ def test_compress_finished_logs(cluster, export):
         cluster.append_log("shop", pod, "app", ["line %d of %s" % (i, pod) for i in range(100)])
     export()
     plain = (export.output / "shop" / "web-2" / "app.log").read_bytes()
+    written = (export.output / "shop" / "web-2" / "app.log").stat().st_mtime_ns
     cluster.delete_pod("shop", "web-2")
     result = export(compress_finished=True)
     assert result.compressed == ["shop/web-2/app.log.gz"]
     packed = export.output / "shop" / "web-2" / "app.log.gz"
     assert gzip.decompress(packed.read_bytes()) == plain and oct(packed.stat().st_mode & 0o777) == "0o600"
     assert not (export.output / "shop" / "web-2" / "app.log").exists()
+    assert packed.stat().st_mtime_ns == written  # retention still counts from the last line written
     assert (export.output / "shop" / "web-1" / "app.log").exists()  # its pod is still there
     files = state_of(export.output)["files"]
     assert files["shop/web-2/app.log.gz"]["size"] == packed.stat().st_size and "shop/web-2/app.log" not in files
