@@ -315,3 +315,14 @@ def test_retention_trims_old_event_lines(cluster, export):
     assert not (export.output / "quiet").exists()
     assert state_of(export.output)["event_files"] == {"shop/events.jsonl": (export.output / "shop" / "events.jsonl").stat().st_size}
     assert export(events=True).events == 0  # what was trimmed is not fetched again
+
+
+def test_a_refused_events_listing_is_exit_3_and_names_the_rule(cluster, apiserver, service_account, tmp_path, capsys):
+    cluster.add_pod("shop", "web-1")
+    cluster.append_log("shop", "web-1", "app", ["one"])
+    apiserver.authorize = lambda user, verb, resource, sub, namespace, **_: resource != "events"
+    code = kubelogexporter.main(cli_args(apiserver, service_account, tmp_path / "logs") + ["-n", "shop", "--events"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert 'grant "list events.events.k8s.io" in namespace "shop"' in err and "pods/log" not in err
+    assert (tmp_path / "logs" / "shop" / "web-1" / "app.log").exists()  # the logs are exported all the same

@@ -4022,7 +4022,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stderr.write("kubelogexporter: warning: %s: %s\n" % (gap["container"], gap["reason"]))
     if not args.quiet and not args.dry_run:
         sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
-    refused = [f for f in result.failed if f.get("status") in (401, 403)]
+    refused = [f for f in result.failed if f.get("status") in (401, 403) and f.get("container")]  # (events: said)
     if refused:
         sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
                          "identity, %s\n" % (len(refused), _rbac_hint()))
