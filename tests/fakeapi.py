@@ -1338,16 +1338,20 @@ class FakeAPIServer:
                 rec.bytes_sent += len(line)
                 h.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
 
-            if rv and rv < cl._k8s_event_compacted:
+            def expired() -> None:
                 send({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                                   "message": f"too old resource version: {rv}", "reason": "Expired",
                                                   "code": 410}})
                 h.wfile.write(b"0\r\n\r\n")
-                return
+
+            if rv and rv < cl._k8s_event_compacted:
+                return expired()
             next_live = time.monotonic() + 1.0
             while True:
                 with cl.changed:
                     while True:
+                        if rv < cl._k8s_event_compacted:  # compacted under an open watch: what it missed is gone
+                            return expired()
                         if self._stopping or (deadline is not None and time.monotonic() >= deadline):
                             h.wfile.write(b"0\r\n\r\n")
                             return
