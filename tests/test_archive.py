@@ -159,6 +159,35 @@ def test_follow_mode_gets_a_new_event_within_seconds(cluster, apiserver, service
     assert len(set(versions(lines))) == 3 and lines[-1]["series"]["count"] == 2
 
 
+def test_follow_mode_relists_events_after_410_without_writing_twice(cluster, apiserver, service_account, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(kubelogexporter, "WATCH_SECONDS", 1)  # the watch is renewed every second
+    first = cluster.add_event("shop", reason="Scheduled")
+    output, stop, outcome = tmp_path / "logs", threading.Event(), {}
+
+    def run():
+        outcome["result"] = export_logs(output, server=apiserver.url, account_dir=service_account, environ={},
+                                        namespaces=["shop"], follow=True, events=True, stop_event=stop, backoff=0.01)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_for(lambda: len(event_lines(output)) == 1, timeout=5)
+        cluster.repeat_event("shop", first)
+        cluster.compact_event_history()  # the renewed watch gets 410: list again, then watch
+        cluster.add_event("shop", reason="Pulled")
+        wait_for(lambda: len(event_lines(output)) == 3, timeout=8)
+        lists = lambda: sum(1 for r in apiserver.requests if r.path.endswith("/events") and "watch" not in r.query)  # noqa: E731
+        wait_for(lambda: lists() >= 2, timeout=8)
+        cluster.add_event("shop", reason="Started")
+        wait_for(lambda: len(event_lines(output)) == 4, timeout=8)
+    finally:
+        stop.set()
+        thread.join(15)
+    lines = event_lines(output)
+    assert len(set(versions(lines))) == len(lines) == 4 and outcome["result"].events == 4
+
+
 # ---------------------------------------------------------------- retention
 
 def test_retention_victims_only_gone_and_quiet():

@@ -3046,7 +3046,8 @@ def _list_events(client: KubeClient, namespace: Optional[str], *, page_size: int
 
 
 def _watch_events(client: KubeClient, namespace: Optional[str], resource_version: str,
-                  timeout_seconds: int = WATCH_SECONDS) -> Iterator[Tuple[str, Dict[str, Any]]]:
+                  timeout_seconds: Optional[int] = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    timeout_seconds = timeout_seconds or WATCH_SECONDS
     query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
              "timeoutSeconds": str(timeout_seconds)}
     response = client.request(_events_path(namespace), query, verb="watch", resource=_EVENTS_RESOURCE,
