@@ -4,7 +4,6 @@ controllable clock, compression of finished logs."""
 import gzip
 import json
 import os
-import shutil
 import threading
 import time
 
