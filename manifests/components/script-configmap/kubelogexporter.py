@@ -2085,8 +2085,8 @@ def _plain_tail(path: Path) -> Optional[Tuple[Optional[_Anchor], int]]:
         data = bytearray(handle.read(window))
     end = data.rfind(b"\n") + 1
     first = 0 if window == size else data.find(b"\n") + 1  # the first line wholly in the block
-    if end == 0:
-        return (None, 0) if window == size else None
+    if end == 0 or first >= end:
+        return (None, 0) if window == size and end == 0 else None  # a line longer than the block: scan it all
     last = _last_line_start(data, first, end)
     match = _TS_RE.match(data, last)
     if match is None:
@@ -2345,8 +2345,8 @@ class _LineFilter:
                 ns = _match_ns(match)
                 last = self.last
                 if self.found:
-                    if self.first_ns is None:
-                        self._first(ns)
+                    if self.first_ns is None and self._young_ns is not None and ns >= self._young_ns:
+                        raise _Young()
                     self._before_long_line(self)  # the file then ends at a complete line if this one is cut
                     run = last.run + 1 if last is not None and last.ns == ns else 1
                     line = self.open = _OpenLine(ns, _Anchor(ns, run, None), True, False)
@@ -2375,6 +2375,8 @@ class _LineFilter:
         if line.write:
             self._write(view[:end])
             self.last = line.anchor._replace(crc=line.crc)
+            if self.first_ns is None:
+                self.first_ns = line.ns  # only now: first_ns says a whole line was written
         elif line.candidate and (self.anchor.crc is None or line.crc == self.anchor.crc):
             self.found = True
 
@@ -2515,6 +2517,7 @@ class _Job:
         self.partial = False  # the last answer ended inside a line that is still being written
         self.errors: List[str] = []
         self.line: Optional[_LineFilter] = None  # the answer being read
+        self.outcome: Optional[_Outcome] = None  # where the run reports, gaps found on the way included
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
         self.checkpointed_at = time.monotonic()
 
@@ -2544,11 +2547,15 @@ class _Job:
                 self.output = None
             return outcome.failed(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
         plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None)
+        if record is not None and file_anchor is None:  # where the record's line is, until this run writes another
+            self.instance = int(record.get("instance", record.get("restarts", c.restarts)))
+            self.held = bool(record.get("held", True))
         if plan.lost:
             outcome.gap(c, "%d instance(s) restarted away between runs; their lines are lost" % plan.lost,
                         since=str(record["ts"]), until=None)
         ok = False
         try:
+            self.outcome = outcome
             reason = self._execute(plan, outcome)
             if reason is not None:
                 outcome.skipped(c, reason)
@@ -2577,12 +2584,11 @@ class _Job:
         for read in plan.reads:
             try:
                 reason = self._read(read, shift)
-            except _AnchorMissing as missing:
-                read = read._replace(anchor=missing.args[0])
+            except _AnchorMissing:
                 if read.search:
-                    return self._after_missing_line(read, outcome)
-                self._report_gap(read, outcome, after=_Read(read.previous, since_ns=read.anchor.since))
-                reason = None
+                    return self._after_missing_line(read)
+                # The instance rotated after the line: what its file holds now is all newer.
+                reason = self._after_gap(read, _Read(read.previous))
             except _Young:
                 return self._after_young(read)
             if read.previous and read.young and reason is None:
@@ -2591,7 +2597,7 @@ class _Job:
                 return reason
         return None
 
-    def _after_missing_line(self, read: _Read, outcome: _Outcome) -> Optional[str]:
+    def _after_missing_line(self, read: _Read) -> Optional[str]:
         """The current instance lacks the last line written: it restarted after the listing, so that line is in the
         previous instance now, or the log rotated and the lines between are lost."""
         try:
@@ -2600,8 +2606,7 @@ class _Job:
             found = False
         if found:  # the rest of the old instance is written; the new one is all new
             return self._read(_Read(False), shift=1)
-        self._report_gap(read, outcome, after=_Read(False, since_ns=read.anchor.since))
-        return None
+        return self._after_gap(read, _Read(False))
 
     def _after_young(self, read: _Read) -> Optional[str]:
         """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
@@ -2609,18 +2614,20 @@ class _Job:
             return self._read(_Read(False), shift=1)
         return self._read(read._replace(young=False))
 
-    def _report_gap(self, read: _Read, outcome: _Outcome, after: Optional[_Read] = None) -> None:
-        first = None
-        if after is not None:
-            before = self.last
-            self._read(after)
-            first = self.first_ns if self.last is not before else None
-        if read.quiet:
-            return  # a file's own last line missing from a pod of the same name is no loss
-        since = _format_ts(read.anchor.ns)
-        until = _format_ts(first) if first is not None else None
-        outcome.gap(self.c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
-                    % (since, until or "now"), since=since, until=until)
+    def _after_gap(self, read: _Read, after: _Read) -> Optional[str]:
+        """Read ``after`` (the lines the rotated file holds now), then report the gap since the anchor's line
+        (unless the anchor is only the file's, which a pod of the same name before this one wrote)."""
+        before = self.last
+        reason = self._read(after)
+        if not read.quiet:
+            self._gap(read.anchor.ns, self.first_ns if self.last is not before else None)
+        return reason
+
+    def _gap(self, since_ns: int, until_ns: Optional[int]) -> None:
+        since = _format_ts(since_ns)
+        until = _format_ts(until_ns) if until_ns is not None else None
+        self.outcome.gap(self.c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
+                         % (since, until or "now"), since=since, until=until)
 
     # -- one instance ----------------------------------------------------------
 
@@ -2634,6 +2641,8 @@ class _Job:
         young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
         self.first_ns = None
         failures = stalls = 0
+        resumed = False  # the read's anchor is the last line this read wrote before a cut
+        gap: List[Optional[int]] = []  # a resumed read whose line rotated away: [since, first line after]
         while True:
             if self.stream is not None and self.stream.yield_requested:
                 return None
@@ -2659,6 +2668,8 @@ class _Job:
             except (OSError, http.client.HTTPException, _Stalled) as exc:  # the stream broke (a cut socket too)
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
+                if gap and gap[1] is None:
+                    gap[1] = line.first_ns
                 if self.client.stop_event.is_set():
                     raise _Stopped() from None
                 if self.stream is not None and self.stream.yield_requested:
@@ -2675,17 +2686,35 @@ class _Job:
                 self.client.sleep(self.client.backoff_delay(failures))
                 failures += 1
                 if line.first_ns is not None:  # go on after the last line written
-                    read = _Read(read.previous, anchor=self.last)
+                    read, resumed = _Read(read.previous, anchor=self.last), True
+                continue
+            except _AnchorMissing:
+                self.client.drop_connection()
+                self._settle(line, instance, cut=True)
+                if not resumed:
+                    raise
+                if gap:
+                    self._gap(gap[0], gap[1])
+                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]  # rotated meanwhile
                 continue
             except BaseException:
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
                 raise
             self._settle(line, instance, cut=False)
+            if gap and gap[1] is None:
+                gap[1] = line.first_ns
             if self.stream is not None and self.stream.yield_requested:
                 self.client.drop_connection()  # the rest of the body is not read
                 return None
+            if not line.found and resumed:
+                if gap:
+                    self._gap(gap[0], gap[1])
+                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
+                continue
             line.finish()
+            if gap:
+                self._gap(gap[0], gap[1])
             return None
 
     def _checkpoint_at(self, line: _LineFilter, instance: int) -> None:
