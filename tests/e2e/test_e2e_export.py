@@ -142,3 +142,18 @@ def test_incremental_run_keeps_a_line_racing_across_the_run_boundary(k8s, export
     assert r.returncode == 0, r.stderr
     assert k8s.kubectl_logs(ns, "racy", "app") == expect
     assert (out / ns / "racy" / "app.log").read_bytes() == expect
+
+
+def test_real_server_passes_since_time_on_in_whole_seconds(k8s, world):
+    # LogLocation re-formats sinceTime as RFC 3339 (pkg/registry/core/pod/strategy.go): the fraction is
+    # dropped before the kubelet filters, which is what the exporter's per-second dedupe relies on.
+    from e2ekit import fixed
+    a, t = world["a"], world["t"]
+    since = t + 20 * 1_000_003 + 1  # just after line 20 of "app" in multi
+    body = k8s.api("GET", f"/api/v1/namespaces/{a}/pods/multi/log?container=app&timestamps=true"
+                          f"&sinceTime={fixed(since)}")["raw"]
+    whole = since - since % 10**9
+    want = b"".join(ln for ln in world["expect"][f"{a}/multi/app.log"].splitlines(keepends=True)
+                    if ln[:30].decode() >= fixed(whole)[:30])
+    assert body == want
+    assert b" app line 20\n" in body  # stamped 1 ns before sinceTime, in its second: still served

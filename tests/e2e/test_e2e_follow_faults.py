@@ -78,7 +78,7 @@ def test_follow_picks_up_new_pods_and_lines_and_exits_0_on_sigterm(k8s, follow_r
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["bytes_written"] == 0
 
 
-def _big_namespace(k8s, prefix, pods=6, n_lines=60_000):
+def _big_namespace(k8s, prefix, pods=6, n_lines=100_000):
     ns = k8s.namespace(prefix)
     t = time.time_ns() - 3_600 * 10**9
     expect = {}
