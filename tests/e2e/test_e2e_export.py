@@ -157,3 +157,30 @@ def test_real_server_passes_since_time_on_in_whole_seconds(k8s, world):
                     if ln[:30].decode() >= fixed(whole)[:30])
     assert body == want
     assert b" app line 20\n" in body  # stamped 1 ns before sinceTime, in its second: still served
+
+
+def test_a_line_still_partial_at_the_end_of_the_file_is_exported_once_complete(k8s, exporter_sa, tmp_path):
+    # The runtime writes a long line as P(artial) records; the kubelet's reader serves a file ending in
+    # a P record as a last line without "\n". The exporter must not archive that half line.
+    from e2ekit import fixed, rfc3339nano
+    ns = k8s.namespace("partial")
+    k8s.pod(ns, "p")
+    f = k8s.log_file(ns, "p", "app")
+    t = now_ns() - 600 * 10**9
+    expect = cri_append(f, lines(t, 3, "whole"))
+    with open(f, "a") as fh:
+        fh.write(f"{rfc3339nano(t + 10**9)} stdout P first half, \n")
+    k8s.give_logs(ns, "p", {"app": (f, None)})
+    assert k8s.kubectl_logs(ns, "p", "app") == expect + f"{fixed(t + 10**9)} first half, ".encode()
+    out = tmp_path / "out"
+    r = k8s.export(exporter_sa, "-n", ns, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / ns / "p" / "app.log").read_bytes() == expect
+    with open(f, "a") as fh:
+        fh.write(f"{rfc3339nano(t + 10**9 + 5)} stdout F second half\n")
+    expect += f"{fixed(t + 10**9)} first half, second half\n".encode()
+    expect += cri_append(f, lines(t + 2 * 10**9, 2, "after"))
+    r = k8s.export(exporter_sa, "-n", ns, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert k8s.kubectl_logs(ns, "p", "app") == expect
+    assert (out / ns / "p" / "app.log").read_bytes() == expect
