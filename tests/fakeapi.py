@@ -750,6 +750,11 @@ class FaultPlan:
         with no reason, Go's dial error), as seen against v1.36 with the kubelet stopped."""
         self._add("unreachable", times, path_contains=path_contains)
 
+    def rbac_not_synced(self, times=1) -> None:
+        """Log requests answered 403 Forbidden although RBAC allows them: what kube-apiserver v1.36 does
+        for ~20 ms after a restart, once it accepts connections but before its RBAC cache has synced."""
+        self._add("rbac_not_synced", times)
+
     def expire_continue(self, times=1) -> None:
         self._add("expire", times)
 
@@ -1083,6 +1088,14 @@ class FakeAPIServer:
             else:
                 self._send_status(h, rec, 429, "TooManyRequests", "Too many requests, please try again later.",
                                   {"retryAfterSeconds": a["retry_after"]}, hdr)
+            return True
+        for a in self.faults._take("rbac_not_synced") if is_log else ():
+            parts = target.split("?", 1)[0].split("/")  # /api/v1/namespaces/<ns>/pods/<pod>/log
+            scheme, _, token = h.headers.get("Authorization", "").partition(" ")
+            user = self.tokens.get(token.strip(), "system:anonymous")
+            self._send_status(h, rec, 403, "Forbidden",
+                              f'pods "{parts[6]}" is forbidden: User "{user}" cannot get resource "pods/log" in API '
+                              f'group "" in the namespace "{parts[4]}"', {"name": parts[6], "kind": "pods"})
             return True
         for a in self.faults._take("unreachable", match) if is_log else ():
             # pods/log proxies to https://<node InternalIP>:<kubelet port>/containerLogs/<ns>/<pod>/<container>
