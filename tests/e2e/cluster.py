@@ -250,7 +250,8 @@ class Cluster:
         self.wait_kwok()
 
     def restart_apiserver(self) -> None:
-        self.stop("kube-apiserver")
+        # SIGTERM; open watches and follow streams would hold a graceful shutdown for long: 5 s, then SIGKILL
+        self.stop("kube-apiserver", timeout=5)
         self.start("kube-apiserver")
         self.wait_apiserver()
 
