@@ -752,7 +752,8 @@ class FaultPlan:
 
     def rbac_not_synced(self, times=1) -> None:
         """Log requests answered 403 Forbidden although RBAC allows them: what kube-apiserver v1.36 does
-        for ~20 ms after a restart, once it accepts connections but before its RBAC cache has synced."""
+        after a restart with requests that reach it before its RBAC cache has synced (seen held up to ~3 s,
+        then 403 with "...: RBAC: [clusterrole.rbac.authorization.k8s.io "..." not found, ...]")."""
         self._add("rbac_not_synced", times)
 
     def expire_continue(self, times=1) -> None:

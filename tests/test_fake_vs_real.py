@@ -53,8 +53,9 @@ def test_export_with_the_kubelet_gone_fails_then_reruns_exactly(cluster, apiserv
 
 
 @pytest.mark.xfail(strict=True, reason="a 403 is taken as final: a kube-apiserver that just restarted answers 403 "
-                                      "for ~20 ms before its RBAC cache syncs, and the run exits 3 ('needs get "
-                                      "pods/log'), which the CronJob's podFailurePolicy turns into a failed Job")
+                                      "to requests that reach it before its RBAC cache syncs, and the run exits 3 "
+                                      "('needs get pods/log'), which the CronJob's podFailurePolicy turns into a "
+                                      "failed Job")
 def test_a_403_while_the_api_server_starts_up_does_not_fail_the_export(cluster, apiserver, service_account, tmp_path):
     cluster.add_pod("ns", "p")
     cluster.append_log("ns", "p", "app", [f"line {i}" for i in range(5)])
