@@ -136,12 +136,13 @@ def test_apiserver_restart_mid_run_then_clean_rerun(k8s, exporter_sa, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert still_running, "the export finished before the restart: make the logs bigger"
-    # Retried through it (0), or failed and left a state (1). Exit 3 happens too: a starting
-    # kube-apiserver answers 403 for ~20 ms before its RBAC cache syncs, and the exporter takes
-    # a 403 as final (reported to the lead; not deterministic enough for a strict xfail).
+    # Retried through it (0), or failed and left a state (1). Exit 3 happens too (most runs): a
+    # starting kube-apiserver answers requests that reach it before its RBAC cache syncs with 403,
+    # and the exporter takes a 403 as final (strict xfails: test_follow_relists_after_a_410_...
+    # here and tests/test_fake_vs_real.py); what matters here is that the rerun is exact.
     assert proc.returncode in (0, 1, 3), stderr[-3000:]
     if proc.returncode == 3:
-        assert "Connection refused" in stderr and "is forbidden" in stderr, stderr[-3000:]
+        assert "is forbidden" in stderr, stderr[-3000:]  # what test_follow_relists_... marks xfail
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert files_under(out) == expect
