@@ -802,6 +802,17 @@ class FaultPlan:
     def fail(self, status=500, times=1, path_contains="", message=None) -> None:
         self._add("fail", times, status=status, path_contains=path_contains, message=message)
 
+    def kubelet_unreachable(self, times=1, path_contains="") -> None:
+        """A log request whose kubelet does not answer: what kube-apiserver then says (500, a Status
+        with no reason, Go's dial error), as seen against v1.36 with the kubelet stopped."""
+        self._add("unreachable", times, path_contains=path_contains)
+
+    def rbac_not_synced(self, times=1) -> None:
+        """Log requests answered 403 Forbidden although RBAC allows them: what kube-apiserver v1.36 does
+        after a restart with requests that reach it before its RBAC cache has synced (seen held up to ~3 s,
+        then 403 with "...: RBAC: [clusterrole.rbac.authorization.k8s.io "..." not found, ...]")."""
+        self._add("rbac_not_synced", times)
+
     def expire_continue(self, times=1) -> None:
         self._add("expire", times)
 
@@ -1197,6 +1208,26 @@ class FakeAPIServer:
             else:
                 self._send_status(h, rec, 429, "TooManyRequests", "Too many requests, please try again later.",
                                   {"retryAfterSeconds": a["retry_after"]}, hdr)
+            return True
+        for a in self.faults._take("rbac_not_synced") if is_log else ():
+            parts = target.split("?", 1)[0].split("/")  # /api/v1/namespaces/<ns>/pods/<pod>/log
+            scheme, _, token = h.headers.get("Authorization", "").partition(" ")
+            user = self.tokens.get(token.strip(), "system:anonymous")
+            self._send_status(h, rec, 403, "Forbidden",
+                              f'pods "{parts[6]}" is forbidden: User "{user}" cannot get resource "pods/log" in API '
+                              f'group "" in the namespace "{parts[4]}"', {"name": parts[6], "kind": "pods"})
+            return True
+        for a in self.faults._take("unreachable", match) if is_log else ():
+            # pods/log proxies to https://<node InternalIP>:<kubelet port>/containerLogs/<ns>/<pod>/<container>
+            parts = target.split("?", 1)[0].split("/")  # /api/v1/namespaces/<ns>/pods/<pod>/log
+            q = parse_qs(target.partition("?")[2])
+            kq = "&".join(f"{k}={q[k][0]}" for k in ("follow", "previous", "timestamps", "sinceTime", "tailLines")
+                          if k in q)
+            url = f"https://127.0.0.1:10250/containerLogs/{parts[4]}/{parts[6]}/{(q.get('container') or [''])[0]}"
+            obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": f'Get "{url}{"?" + kq if kq else ""}": dial tcp 127.0.0.1:10250: connect: '
+                              "connection refused", "code": 500}
+            self._send(h, rec, 500, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
             return True
         for a in self.faults._take("fail", match):
             code = a["status"]
