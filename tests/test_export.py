@@ -843,3 +843,11 @@ def test_recover_anchor_unit(tmp_path):
     assert complete == 66
     assert anchor == (kubelogexporter.parse_timestamp("2026-11-29T10:00:01Z"), 1,
                       zlib.crc32(b"2026-11-29T10:00:01.000000000Z b"))
+
+
+def test_a_refused_log_leaves_no_empty_file(cluster, apiserver, export):
+    apiserver.authorize = lambda user, verb, resource, sub, namespace, **_: sub != "log"
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["secret"])
+    result = export()
+    assert result.exit_code == 3 and not (export.output / "shop" / "web" / "app.log").exists()

@@ -7,7 +7,6 @@ import ssl
 import urllib.error
 import urllib.request
 
-import pytest
 
 from conftest import TOKEN
 from kubelogexporter import export_logs
@@ -52,18 +51,33 @@ def test_export_with_the_kubelet_gone_fails_then_reruns_exactly(cluster, apiserv
     assert [ln.split(" ", 1)[1] for ln in got] == [f"line {i}" for i in range(5)]
 
 
-@pytest.mark.xfail(strict=True, reason="a 403 is taken as final: a kube-apiserver that just restarted answers 403 "
-                                      "to requests that reach it before its RBAC cache syncs, and the run exits 3 "
-                                      "('needs get pods/log'), which the CronJob's podFailurePolicy turns into a "
-                                      "failed Job")
 def test_a_403_while_the_api_server_starts_up_does_not_fail_the_export(cluster, apiserver, service_account, tmp_path):
-    cluster.add_pod("ns", "p")
-    cluster.append_log("ns", "p", "app", [f"line {i}" for i in range(5)])
-    apiserver.faults.rbac_not_synced(times=1)
+    for pod in ("p1", "p2"):
+        cluster.add_pod("ns", pod)
+        cluster.pod("ns", pod).containers["app"].current.started_at -= 3600 * 10**9  # one log request each
+        cluster.append_log("ns", pod, "app", [f"line {i}" for i in range(5)])
+    armed = []
+
+    def restart_after_the_first_request(*_):  # the API server restarts once logs were allowed
+        if not armed:
+            armed.append(True)
+            apiserver.faults.rbac_not_synced(times=2)
+
+    apiserver.faults.before_log(restart_after_the_first_request, times=None)
     out = tmp_path / "logs"
-    result = export_logs(out, server=apiserver.url, account_dir=service_account, environ={}, backoff=0.001)
+    result = export_logs(out, server=apiserver.url, account_dir=service_account, environ={}, backoff=0.01,
+                         concurrency=1)
     assert result.exit_code == 0 and not result.failed, result.failed
-    assert len((out / "ns" / "p" / "app.log").read_bytes().splitlines()) == 5
+    for pod in ("p1", "p2"):
+        assert len((out / "ns" / pod / "app.log").read_bytes().splitlines()) == 5
+    assert [r.status for r in apiserver.requests if r.path.endswith("/log")] == [200, 403, 403, 200]
+
+
+def test_a_403_to_a_request_never_allowed_is_final_at_once(cluster, apiserver, service_account, tmp_path):
+    cluster.add_pod("ns", "p")
+    apiserver.faults.rbac_not_synced(times=1)
+    result = export_logs(tmp_path / "logs", server=apiserver.url, account_dir=service_account, environ={})
+    assert result.exit_code == 3 and [r.status for r in apiserver.requests if r.path.endswith("/log")] == [403]
 
 
 def test_rbac_not_synced_is_a_real_forbidden_status(cluster, apiserver, ca):

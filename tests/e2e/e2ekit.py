@@ -1,16 +1,12 @@
 """Helpers of the end-to-end tests: kubectl, pods, CRI log files, tokens, the exporter run as in a pod."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple

@@ -123,8 +123,6 @@ def test_incremental_run_adds_exactly_the_new_lines(k8s, world, exporter_sa, tmp
     assert files_under(out)[f"{b}/plain/app.log"] == k8s.kubectl_logs(b, "plain", "app")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8: a line stamped earlier than the last exported line but written "
-                                      "after it (stdout/stderr racing) is dropped as already exported")
 def test_incremental_run_keeps_a_line_racing_across_the_run_boundary(k8s, exporter_sa, tmp_path):
     ns = k8s.namespace("race")
     k8s.pod(ns, "racy")

@@ -107,6 +107,9 @@ BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 300.0
 THROTTLE_RETRIES = 10
+# A restarted kube-apiserver answers 403 until its RBAC cache has synced (seen for up to ~3.5 s): a 403 to a request
+# of a kind allowed before is asked again for so many backoff units (5 s by default) after the first; then final.
+FORBIDDEN_GRACE = 10
 WATCH_SECONDS = 300  # a watch is renewed from its last resourceVersion this often
 FOLLOW_BLOCK_SIZE = 64 << 10  # follow mode holds one buffer per stream: keep it small
 FOLLOW_IDLE_TIMEOUT = 300.0  # a follow stream this quiet is reopened, not failed
@@ -1044,6 +1047,8 @@ class KubeClient:
         self.connect_timeout = min(CONNECT_TIMEOUT, timeout) if connect_timeout is None else connect_timeout
         self.response_timeout = min(RESPONSE_TIMEOUT, timeout) if response_timeout is None else response_timeout
         self.retry_seconds = retry_seconds
+        self._forbidden_since: Optional[float] = None  # the first 403 since the last success
+        self._allowed: set = set()  # (verb, resource) answered 2xx: a 403 to those is news, first doubted
         self.retries = retries
         self.backoff = backoff
         self.stop_event = stop_event or threading.Event()  # set: requests and sleeps end with _Stopped
@@ -1265,8 +1270,17 @@ class KubeClient:
             self._local.used = True
             _log.debug("GET %s -> %d (%.3fs)", target, response.status, time.monotonic() - started)
             if response.status < 300:
+                self._forbidden_since = None
+                self._allowed.add((verb, resource))
                 return response
             message, reason = self._error_of(response)
+            if response.status == 403 and (verb, resource) in self._allowed and self._forbidden_is_young():
+                delay = self.backoff_delay(failures)
+                _log.warning("GET %s: forbidden (%s); an API server that has just started says so until its RBAC "
+                             "cache is in sync: retrying in %.1fs", self._prefix + path, message, delay)
+                self.sleep(delay)
+                failures += 1
+                continue
             if response.status == 401 and self._token is not None and not refreshed:
                 refreshed = True  # the token may have rotated: read it again and retry once
                 continue
@@ -1316,6 +1330,15 @@ class KubeClient:
             message = "HTTP %d %s to %s: pass the API server's own address with --server" % (
                 response.status, response.reason, response.getheader("Location") or "nowhere")
         return self._redact(message or "HTTP %d %s" % (response.status, response.reason)), reason
+
+    def _forbidden_is_young(self) -> bool:
+        """Whether a 403 may be a restarting API server's (RBAC not in sync yet, a few seconds): true for
+        FORBIDDEN_GRACE backoff units after the first 403 that follows a success, then never until the next."""
+        now = time.monotonic()
+        with self._connections_lock:
+            if self._forbidden_since is None:
+                self._forbidden_since = now
+            return now - self._forbidden_since < FORBIDDEN_GRACE * self.backoff
 
     def _may_retry(self, first: float, failures: int, delay: float) -> bool:
         return failures < self.retries and time.monotonic() - first + delay <= self.retry_seconds
@@ -1958,10 +1981,12 @@ class _OutputFile:
         self._gzip: Any = None  # a gzip.GzipFile while a member is open
         self._sink: Optional[_FdWriter] = None
         self._flushed_at = time.monotonic()
+        self.created = False  # by this open
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid())) if replace else path
         try:  # a new file gets its mode from open(); an old one may need it set
             self._fd = os.open(self._target, flags | os.O_EXCL, 0o600)
+            self.created = True
         except FileExistsError:  # never truncated, chmod-ed or written before it is known to be a file of ours
             self._fd = os.open(self._target, flags | os.O_NONBLOCK, 0o600)
             try:
@@ -2046,7 +2071,11 @@ class _OutputFile:
     def close(self, *, keep: bool) -> None:
         if self.replace and keep:
             os.fsync(self._fd)  # no state records a replaced file: it must be whole before the rename
+        empty = self.created and not self.replace and os.fstat(self._fd).st_size == 0
         os.close(self._fd)
+        if empty:  # made for lines that never came (a refused or empty log): leave no file behind
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         if self.replace:
             if keep:
                 os.replace(self._target, self.path)
@@ -2650,7 +2679,7 @@ class _Job:
                 response = self.client.open_log(c.namespace, c.pod, c.name, previous=read.previous,
                                                 since_time=read.since_time, follow=follow)
             except ApiError as exc:
-                reason = _skip_reason(exc)
+                reason = _skip_reason(exc, read.previous)
                 if reason is None:
                     raise
                 return reason
@@ -2926,12 +2955,17 @@ class _Job:
             outcome.wrote(output.bytes_written, self.relpath)
 
 
-def _skip_reason(exc: ApiError) -> Optional[str]:
-    """Why a container has no log to export, for the API answers that are not failures."""
+def _skip_reason(exc: ApiError, previous: bool = False) -> Optional[str]:
+    """Why a container has no log to export, for the API answers that are not failures.
+
+    Any 400 to previous=true means there is no previous instance to read (the kubelet's wording varies: kwok's
+    differs from the kubelet's); for the current instance only the kubelet's known sentences do."""
     if exc.status == 404:
         return "pod deleted"
     if exc.status == 400:
         lowered = exc.message.lower()
+        if previous:
+            return exc.message
         if "waiting to start" in lowered or "not found" in lowered or "is terminated" in lowered:
             return exc.message
     return None
