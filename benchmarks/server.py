@@ -7,6 +7,7 @@ openssl command), a bearer token file, a curl header file and a kubeconfig in
 
     {"cmd": "large", "size": BYTES, "plain": true}   one pod, one container, one log of BYTES
     {"cmd": "fanout", "pods": N, "containers": C, "log_bytes": B, "namespaces": K}
+    {"cmd": "start", "ago": S}   every container's current instance started S seconds ago (young pods)
     {"cmd": "stats"}    counters since start: plaintext bytes out/in, requests, connections, CPU
     {"cmd": "reset"}    forget the per-request records (memory)
     {"cmd": "quit"}
@@ -348,6 +349,7 @@ def render_lines(nbytes: int, start_ns: int, mean_step_ns: int, rng: random.Rand
 def setup_large(server: FakeAPIServer, size: int, plain: bool) -> dict:
     cluster = FakeCluster()
     cluster.add_pod("bench", "big-0", containers=("app",))
+    cluster.pod("bench", "big-0").containers["app"].current.started_at = BASE_TIME_NS  # long running: not young
     body = render_big(size)
     cluster.set_log_bytes("bench", "big-0", "app", body)
     if plain:  # kubectl cluster-info dump asks without timestamps: convert once now, not while timed
@@ -376,10 +378,25 @@ def setup_fanout(server: FakeAPIServer, pods: int, containers: int, log_bytes: i
             start = BASE_TIME_NS + rng.randrange(600) * NS
             body = render_lines(log_bytes, start, mean_step_ms * 1_000_000, rng, texts)
             cluster.set_log_bytes(ns, pod, c, body)
+            # started when its log starts (days before the run): not young, unless "start" says otherwise
+            cluster.pod(ns, pod).containers[c].current.started_at = start
             files["%s/%s/%s.log" % (ns, pod, c)] = len(body)
             total += len(body)
     server.cluster = cluster
     return {"pods": pods, "containers": pods * len(names), "bytes": total, "files": files}
+
+
+def set_started(server: FakeAPIServer, ago: float) -> dict:
+    """Every container's current instance started `ago` seconds before now (a rollout's new pods,
+    a fresh cluster).  The log bodies stay as they are: only what the pod list says changes."""
+    cl = server.cluster
+    at = time.time_ns() - int(ago * NS)
+    with cl.lock:
+        for pod in cl._pods.values():
+            for c in pod.containers.values():
+                c.current.started_at = at
+        cl._bump()  # a new list state: no cached list or index is served for it
+    return {"started_at_ns": at}
 
 
 def settle(server: "BenchAPIServer") -> None:
@@ -432,7 +449,9 @@ def main() -> None:
             reply = setup_fanout(server, int(req["pods"]), int(req["containers"]), int(req["log_bytes"]),
                                  int(req.get("namespaces", 10)), int(req.get("mean_step_ms", 500)))
             settle(server)
-
+        elif cmd == "start":
+            reply = set_started(server, float(req.get("ago", 5)))
+            settle(server)
         elif cmd == "stats":
             server.wait_idle(10)
             with server._lock:
