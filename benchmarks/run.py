@@ -718,6 +718,8 @@ class Report:
              "fresh cluster, when the exporter's first export asks `previous=true` first. **Tiny "
              "pods**: one container each, ~1 KiB logs, so the cost is per pod, not per byte. Peak RSS as in the "
              "large log. Median (min–max).", ""]
+        if self.meta.get("many_runs"):
+            L += [self.meta["many_runs"], ""]
         head = ["| tool | wall s | × floor | containers/s | peak RSS MiB | tool CPU s | server CPU s | requests | "
                 "connections | runs |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for workload in ("young", "scale"):
@@ -870,6 +872,18 @@ TOOL_NOTES = {
 # ---------------------------------------------------------------- main
 
 
+def _commit() -> str:
+    """The exporter's commit (and whether the file differs from it)."""
+    try:
+        c = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h (%cI)", "--", EXPORTER.name],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", EXPORTER.name],
+                               timeout=10).returncode
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (c or "?") + (", with uncommitted changes" if dirty else "")
+
+
 def machine_meta(args, work: Path) -> dict:
     def version(argv):
         try:
@@ -948,6 +962,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
     p.add_argument("--max-attempts", type=int, default=None,
                    help="repeat a run while other processes used more than --noise cores meanwhile (default 4; --quick 1)")
+    p.add_argument("--quiet-wait", type=float, default=None,
+                   help="seconds to wait at most for idle CPUs before each run (default 20; --quick 0)")
     p.add_argument("--noise", type=float, default=0.15,
                    help="other processes' CPU, in cores over the run, that makes a run disturbed (default 0.15)")
     args = p.parse_args(argv)
@@ -997,10 +1013,11 @@ def main(argv=None) -> int:
     TRASH[:] = [work / "trash"]
     TRASH[0].mkdir(exist_ok=True)
     started = time.monotonic()
+    load0 = os.getloadavg()
     server = Server(work)
     ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout,
               max_attempts=args.max_attempts or (1 if quick else 4), noise=args.noise,
-              quiet_wait=0.0 if quick else 20.0)
+              quiet_wait=args.quiet_wait if args.quiet_wait is not None else 0.0 if quick else 20.0)
     meta = machine_meta(args, work)
     meta.update(command="python3 benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                        " " + " ".join(argv if argv is not None else sys.argv[1:])),
@@ -1086,8 +1103,17 @@ def main(argv=None) -> int:
 
     runs = ctx.runs
     meta["elapsed"] = "%.0f s" % (time.monotonic() - started)
+    if any(r.workload in MANY for r in runs):
+        meta["many_runs"] = (
+            "Measured on %s with `%s`; kubelogexporter.py of commit %s. Repetitions: %d (tiny pods above 10,000: "
+            "%d; quiet rerun above 2,000 pods: 1). The runner waited up to %g s for idle CPUs before each run and "
+            "ran a disturbed run at most %d times. Load average (1, 5, 15 min) at the start %s, at the end %s." % (
+                meta["date"], meta["command"], _commit(), reps, args.scale_big_reps, ctx.quiet_wait,
+                ctx.max_attempts, "%.2f %.2f %.2f" % load0, "%.2f %.2f %.2f" % os.getloadavg()))
     if args.merge and Path(args.merge).exists():
         old = json.loads(Path(args.merge).read_text())
+        if "many_runs" not in meta and old["meta"].get("many_runs"):
+            meta["many_runs"] = old["meta"]["many_runs"]
         ran = {(r.workload, r.tool) for r in runs}
         kept = [Run(**r) for r in old["runs"] if (r["workload"], r["tool"]) not in ran]
         runs = kept + runs
