@@ -22,13 +22,19 @@ As a library::
 
 from __future__ import annotations
 
-import calendar
+import signal
+
+# The program (not an importer) takes SIGTERM before the imports below, which take a while: Kubernetes may stop a
+# pod the moment it starts, and the default action would end the run as failed.  main() acts on what arrived.
+_EARLY_SIGNALS = []  # type: list
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGNALS.append(signum))
+
 import contextlib
 import dataclasses
 import errno
 import fcntl
 import functools
-import gzip as gziplib
 import heapq
 import http.client
 import itertools
@@ -78,15 +84,24 @@ DEFAULT_OUTPUT_DIR = "logs"
 STATE_FILENAME = ".kubelogexporter-state.json"
 LOCK_FILENAME = ".kubelogexporter.lock"
 STATE_VERSION = 2  # 1: a cursor of (ts, count) and no inode; still read
-STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run
+STATE_SAVE_INTERVAL = 2.0  # seconds between state checkpoints during a run, at least...
+STATE_SAVE_SHARE = 0.05  # ...and so long that saving a large state takes at most this share of a run: linear cost
 STATE_FORGET_AFTER = 7 * 86400  # drop state of containers unseen this long
 
 # Bound tokens rotate (the kubelet refreshes them at 80 % of a 1 h lifetime):
 # re-reading once a minute always picks up the new one in time.
 TOKEN_REREAD_SECONDS = 60.0
+TOKEN_WAIT_SECONDS = 2.0  # after a 401, how long a token file being rewritten (empty, partial) is read again
 BLOCK_SIZE = 1 << 20
+FIRST_READ_BYTES = 16 << 10  # a body's first read, before its rate is known (a stream slower than this per
+# quarter of the read timeout, about 1 KiB/s by default, counts as stalled)
 PAGE_SIZE = 500
-HTTP_TIMEOUT = 60.0
+HTTP_TIMEOUT = 60.0  # read timeout (--timeout): a read that gets nothing, or a stream no complete line, this long
+CONNECT_TIMEOUT = 10.0  # TCP connect and TLS handshake together (at most --timeout)
+RESPONSE_TIMEOUT = 30.0  # from the request sent to the whole response header (at most --timeout)
+RETRY_SECONDS = 60.0  # a failing request (or listing page) stops retrying after about this long
+MAX_LIST_PAGES = 10_000  # 5 million pods at 500 a page: a listing with more pages is a broken server's
+PROGRESS_BYTES = 64 << 10  # a JSON body must deliver this much per read timeout
 RETRIES = 5
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
@@ -99,6 +114,9 @@ CHECKPOINT_SECONDS = 2.0  # follow mode makes lines durable and records them thi
 IDLE_RELEASE_SECONDS = 5.0  # with more containers than streams, a stream this quiet gives its slot away
 MAX_HOLD_SECONDS = 60.0  # ... and a busy one after this long, so every container gets its turn
 GZIP_LEVEL = 6
+# Written pages are handed to the disk every this many bytes while a download runs, so the flush before a state
+# save (which the state waits for) finds little left to do.
+WRITEBACK_BYTES = 8 << 20
 # A first export reads the previous instance too when the current log starts this close to the listing (or is
 # empty): only then can the container have restarted in between.  The margin covers clock skew between nodes.
 YOUNG_LOG_SECONDS = 60
@@ -165,9 +183,15 @@ NS_PER_SECOND = 1_000_000_000
 
 @functools.lru_cache(maxsize=4096)
 def _epoch_seconds(text: bytes) -> int:
-    return calendar.timegm(
-        (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]), 0, 0, 0)
-    )
+    """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SS`` (UTC), without importing calendar (and locale)."""
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    year -= month <= 2  # days from the civil date, after Howard Hinnant's algorithm
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return days * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
 
 
 def _match_ns(match: "re.Match[bytes]") -> int:
@@ -189,9 +213,13 @@ def parse_timestamp(text: str) -> int:
     return _match_ns(match)
 
 
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+
+
 def _format_ts(ns: int, *, whole_seconds: bool = False) -> str:
     seconds, nanos = divmod(ns, NS_PER_SECOND)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    seconds = min(max(seconds, _MIN_SECONDS), _MAX_SECONDS)  # RFC 3339 has four-digit years
+    text = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6]  # strftime's %Y drops the zeros of year 1
     return text + "Z" if whole_seconds else "%s.%09dZ" % (text, nanos)
 
 
@@ -200,7 +228,10 @@ def _parse_duration(text: str) -> float:
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError("not a duration: %r (use e.g. 90s, 15m, 2h, 1d)" % text)
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not seconds <= 10000 * 86400:  # beyond any log (and infinity, which no clock subtracts)
+        raise ValueError("duration %r is too long: use at most 10000d" % text)
+    return seconds
 
 
 # ---------------------------------------------------------------------------
@@ -220,11 +251,13 @@ def _server_from_environ(environ: Mapping[str, str]) -> str:
 
 def _read_text(path: Path, what: str, hint: str) -> str:
     try:
-        return path.read_text().strip()
+        return path.read_bytes().decode("utf-8").strip()
     except FileNotFoundError:
         raise ConfigError("%s %s not found: %s" % (what, path, hint)) from None
     except OSError as exc:
         raise ConfigError("cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s %s is not UTF-8 text: check its content" % (what, path)) from None
 
 
 class _TokenSource:
@@ -235,18 +268,44 @@ class _TokenSource:
         self._lock = threading.Lock()
         self._value = ""
         self._read_at = float("-inf")
+        self._known: List[str] = []  # the tokens read so far, to keep out of every message
         self.refresh()
 
-    def refresh(self) -> str:
+    def refresh(self, wait: float = 0.0) -> str:
+        """Read the token again; for up to ``wait`` seconds, a file being rewritten (empty, partial) is read again."""
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            try:
+                value = self._read()
+                break
+            except ConfigError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.25)
+        with self._lock:
+            self._value, self._read_at = value, time.monotonic()
+            if value not in self._known:
+                self._known = (self._known + [value])[-4:]
+        return value
+
+    def _read(self) -> str:
         value = _read_text(self._path, "token file", "run inside a pod with a service account, or pass --token-file")
         if not value:
             raise ConfigError("token file %s is empty: pass a file holding a bearer token" % self._path)
         if not all(33 <= ord(ch) < 127 for ch in value):
             # http.client would refuse the header and quote it, token included, in its error.
             raise ConfigError("token file %s holds characters a bearer token cannot have: check its content" % self._path)
-        with self._lock:
-            self._value, self._read_at = value, time.monotonic()
         return value
+
+    def redact(self, text: str) -> str:
+        """``text`` without any token read so far (a server may echo the Authorization header)."""
+        with self._lock:
+            known = list(self._known)
+        for token in known:
+            text = text.replace(token, "<token>")
+        return text
 
     def get(self) -> str:
         with self._lock:
@@ -542,7 +601,11 @@ class _StaticToken:
     def get(self) -> str:
         return self._value
 
-    refresh = get
+    def refresh(self, wait: float = 0.0) -> str:
+        return self._value
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._value, "<token>") if self._value else text
 
     def __repr__(self) -> str:
         return "<token from the kubeconfig>"
@@ -596,6 +659,7 @@ class _ExecCredentials:
         self.certificate: Optional[Tuple[bytes, bytes]] = None
         self._lock = threading.Lock()
         self._token = ""
+        self._issued: set = set()  # every token issued, to redact from messages
         self._expires: Optional[float] = None
         self._ran_at = self._failed_at = float("-inf")
         with self._lock:
@@ -637,6 +701,8 @@ class _ExecCredentials:
             raise ConfigError("%s returned a token with characters a bearer token cannot have: update the plugin"
                               % self._what)
         self._token, self._expires, self._ran_at = token, expires, time.monotonic()
+        if token:
+            self._issued.add(token)
         if cert:
             self.certificate = (cert.encode(), key.encode())
             if self.on_certificate is not None:
@@ -659,12 +725,18 @@ class _ExecCredentials:
                 self._rerun()
             return self._token
 
-    def refresh(self) -> str:
+    def refresh(self, wait: float = 0.0) -> str:
         asked = time.monotonic()
         with self._lock:
             if self._ran_at < asked:  # unless another thread just ran it
                 self._rerun()
             return self._token
+
+    def redact(self, text: str) -> str:
+        """``text`` without any token the plugin issued (a server may echo the Authorization header)."""
+        for token in list(self._issued):
+            text = text.replace(token, "<token>")
+        return text
 
     def __repr__(self) -> str:
         return "<credentials from %s>" % self._what
@@ -714,34 +786,6 @@ def _client_from_environment(cls: Any, *, kubeconfig: Optional[os.PathLike], con
                 in_cluster and not any(p.exists() for p in _kubeconfig_paths(environ)):
             return cls.from_service_account(environ=environ, account_dir=account_dir, **options)
     return _client_from_kubeconfig(cls, kubeconfig, context, environ, **options)
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    """An HTTPS connection that takes its SSL context when it connects (a rotated client certificate applies to
-    new connections), checks the certificate against tls-server-name when one is set, and goes through an
-    http:// proxy (CONNECT) when one is set."""
-
-    def __init__(self, host: str, port: int, *, timeout: float, tls: Callable[[], Tuple[ssl.SSLContext, Optional[str]]],
-                 proxy: Optional[str] = None):
-        self._server_host = host
-        if proxy:
-            url = urllib.parse.urlsplit(proxy)
-            super().__init__(url.hostname, url.port or 80, timeout=timeout, context=tls()[0])
-            headers = {}
-            if url.username is not None:
-                import base64
-
-                credentials = "%s:%s" % (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
-                headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
-            self.set_tunnel(host, port, headers=headers)
-        else:
-            super().__init__(host, port, timeout=timeout, context=tls()[0])
-        self._tls = tls
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)  # TCP, and the proxy's CONNECT
-        context, server_name = self._tls()
-        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or self._server_host)
 
 
 # ---------------------------------------------------------------------------
@@ -822,12 +866,156 @@ def _retry_after(response: http.client.HTTPResponse) -> Optional[float]:
         return None
 
 
+class _Deadline:
+    """A bound on a whole read, not on each recv (a socket timeout, which a trickle of bytes never trips).
+
+    When it passes, the watchdog shuts the socket down, so a read blocked on it returns (short, or with an error)
+    and ``expired`` is True.  ``extend()`` moves it ``seconds`` past now: call it on progress.  A context manager.
+    """
+
+    def __init__(self, sock: Any, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sock = sock
+        _WATCHDOG.add(self)
+
+    def extend(self, seconds: Optional[float] = None) -> None:
+        self.at = time.monotonic() + (self.seconds if seconds is None else seconds)
+
+    def cancel(self) -> None:
+        _WATCHDOG.discard(self)
+
+    def _fire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError, AttributeError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> "_Deadline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cancel()
+
+
+class _Watchdog:
+    """One thread for all deadlines, started on the first and ended when none is left for a while.
+
+    It sleeps until the earliest deadline it knows of; adding a later one (the usual case) does not wake it.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._deadlines: set = set()
+        self._running = False
+        self._wakes_at = float("inf")
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._deadlines.add(deadline)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="kubelogexporter-deadlines", daemon=True).start()
+            elif deadline.at < self._wakes_at:
+                self._cond.notify()
+
+    def discard(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._deadlines.discard(deadline)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._deadlines:
+                    self._wakes_at = float("inf")
+                    if not self._cond.wait(5.0) and not self._deadlines:
+                        self._running = False
+                        return
+                    continue
+                now = time.monotonic()
+                due = [d for d in self._deadlines if d.at <= now]  # an extended deadline is simply not due yet
+                for deadline in due:
+                    self._deadlines.discard(deadline)
+                    deadline._fire()
+                if not due:
+                    self._wakes_at = min(d.at for d in self._deadlines)
+                    self._cond.wait(self._wakes_at - now)
+                    self._wakes_at = float("inf")
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Connection(http.client.HTTPConnection):
+    """A keep-alive connection that connects, TLS handshake included, within ``connect_timeout`` in all.
+
+    ``tls`` gives the SSL context and the name to check the certificate against when it connects, so a rotated
+    client certificate applies to new connections; ``proxy`` is an http:// proxy to tunnel through (CONNECT).
+    Then its socket has the read timeout (``timeout``); KubeClient.request bounds the wait for a response.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
+                 tls: Optional[Callable[[], Tuple[ssl.SSLContext, Optional[str]]]] = None,
+                 proxy: Optional[str] = None):
+        self._server_host, self._server_port = host, port
+        if proxy:
+            url = urllib.parse.urlsplit(proxy)
+            super().__init__(url.hostname, url.port or 80, timeout=timeout)
+            headers = {}
+            if url.username is not None:
+                import base64
+
+                credentials = "%s:%s" % (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
+                headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            self.set_tunnel(host, port, headers=headers)
+        else:
+            super().__init__(host, port, timeout=timeout)
+        self.connect_timeout = connect_timeout
+        self._tls = tls
+        if tls is not None:
+            self.default_port = 443  # the Host header omits the scheme's own port
+
+    def connect(self) -> None:
+        started = time.monotonic()
+        sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tunnel_host:
+                self.sock = sock
+                self._tunnel()  # the proxy's CONNECT, on the plain socket
+            if self._tls is not None:
+                context, server_name = self._tls()
+                sock = context.wrap_socket(sock, server_hostname=server_name or self._server_host,
+                                           do_handshake_on_connect=False)
+                remaining = self.connect_timeout - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise socket.timeout("timed out connecting")
+                sock.settimeout(remaining)
+                with _Deadline(sock, remaining) as deadline:
+                    try:
+                        sock.do_handshake()
+                    except (OSError, ValueError) as exc:
+                        if deadline.expired or isinstance(exc, socket.timeout):
+                            raise socket.timeout("TLS handshake timed out after %gs" % self.connect_timeout) from None
+                        raise
+            sock.settimeout(self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class KubeClient:
     """A small Kubernetes API client: lists pods and streams container logs.
 
     Each thread gets one keep-alive connection.  Requests are retried on 429
     (after ``Retry-After``), 5xx and network errors (jittered exponential
-    backoff), and once after a 401 with a freshly read token.
+    backoff, at most ``retries`` times and for about ``retry_seconds``), and
+    once after a 401 with a freshly read token.
+
+    Timeouts: ``connect_timeout`` for TCP and TLS together, ``response_timeout``
+    for the whole response header, ``timeout`` for each read of a body (the
+    first two are at most ``timeout``).  ``read_deadline()`` bounds a whole read.
     """
 
     def __init__(self, server: str, *, token_file: Optional[os.PathLike] = None, ca_file: Optional[os.PathLike] = None,
@@ -835,16 +1023,27 @@ class KubeClient:
                  backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
                  token_source: Optional[Any] = None, client_cert: Optional[Tuple[Any, Any]] = None,
                  ca_data: Optional[bytes] = None, tls_server_name: Optional[str] = None,
-                 ca_setting: str = "", namespace: Optional[str] = None, proxy_url: Optional[str] = None):
-        url = urllib.parse.urlsplit(server)
-        if url.scheme not in ("https", "http") or not url.hostname:
+                 ca_setting: str = "", namespace: Optional[str] = None, proxy_url: Optional[str] = None,
+                 connect_timeout: Optional[float] = None, response_timeout: Optional[float] = None,
+                 retry_seconds: float = RETRY_SECONDS):
+        if not timeout > 0:
+            raise ConfigError("the timeout must be more than 0 seconds")
+        try:
+            url = urllib.parse.urlsplit(server)
+            port = url.port  # ValueError for a port that is not a number from 0 to 65535
+        except ValueError:
+            url, port = None, None
+        if url is None or url.scheme not in ("https", "http") or not url.hostname or port == 0:
             raise ConfigError("server %r is not an http(s) URL: pass --server https://HOST[:PORT]" % server)
         self.server = server.rstrip("/")
         self._host = url.hostname
-        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._port = port or (443 if url.scheme == "https" else 80)
         self._prefix = url.path.rstrip("/")
         self._https = url.scheme == "https"
         self._timeout = timeout
+        self.connect_timeout = min(CONNECT_TIMEOUT, timeout) if connect_timeout is None else connect_timeout
+        self.response_timeout = min(RESPONSE_TIMEOUT, timeout) if response_timeout is None else response_timeout
+        self.retry_seconds = retry_seconds
         self.retries = retries
         self.backoff = backoff
         self.stop_event = stop_event or threading.Event()  # set: requests and sleeps end with _Stopped
@@ -917,7 +1116,7 @@ class KubeClient:
         """A client configured like an in-cluster pod: the service host from ``environ``, token and CA from ``account_dir``."""
         environ = os.environ if environ is None else environ
         account = Path(account_dir)
-        server = server or _server_from_environ(environ)
+        server = _server_from_environ(environ) if server is None else server  # an empty --server is an error
         if token_file is None:
             token_file = account / SERVICE_TOKEN_FILENAME
             if server.startswith("http://"):
@@ -946,20 +1145,27 @@ class KubeClient:
     def __repr__(self) -> str:
         return "KubeClient(%r)" % self.server
 
+    # -- connections ---------------------------------------------------------
+
     @property
     def timeout(self) -> float:
-        """Seconds a read may wait; a log stream without a complete line for this long is stalled."""
+        """The read timeout (``--timeout``): also how long a stream may go without a complete line."""
         return self._timeout
 
-    # -- connections ---------------------------------------------------------
+    def read_deadline(self, seconds: Optional[float] = None) -> _Deadline:
+        """Bound the reads of this thread's open response to ``seconds`` (the read timeout) from now.
+
+        ``extend()`` it on progress (a complete line); when it passes, the connection is cut, the blocked read
+        returns short or raises, and ``expired`` tells a stall from a cut.  ``cancel()`` it (or use ``with``) when
+        done; the connection is then unusable only if it expired (drop it, as after any error).
+        """
+        return _Deadline(self._local.sock, self._timeout if seconds is None else seconds)
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self._https:
-                conn = _TLSConnection(self._host, self._port, timeout=self._timeout, tls=self._tls, proxy=self._proxy)
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            conn = _Connection(self._host, self._port, timeout=self._timeout, connect_timeout=self.connect_timeout,
+                               tls=self._tls if self._https else None, proxy=self._proxy)
             self._local.conn = conn
             self._local.used = False
             with self._connections_lock:
@@ -1003,14 +1209,18 @@ class KubeClient:
 
     # -- requests ------------------------------------------------------------
 
+    def _redact(self, text: str) -> str:
+        return self._token.redact(text) if self._token is not None else text
+
     def _headers(self, accept: str, refresh_token: bool) -> Dict[str, str]:
         headers = {"Accept": accept, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if self._token is not None:
-            token = self._token.refresh() if refresh_token else self._token.get()
+            token = self._token.refresh(wait=TOKEN_WAIT_SECONDS) if refresh_token else self._token.get()
             if token:  # an exec plugin may issue a client certificate instead
                 headers["Authorization"] = "Bearer " + token
             if getattr(self._local, "tls_generation", 0) != self._tls_generation:
-                self._local.conn.close()  # reconnects with the new client certificate
+                if getattr(self._local, "conn", None) is not None:
+                    self._local.conn.close()  # reconnects with the new client certificate
                 self._local.tls_generation = self._tls_generation
         return headers
 
@@ -1020,15 +1230,21 @@ class KubeClient:
         target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         failures = throttles = 0
         refreshed = False
+        message = ""
+        first = time.monotonic()
         while True:
             if self.stop_event.is_set():
                 raise _Stopped()
+            try:
+                headers = self._headers(accept, refresh_token=refreshed)
+            except ConfigError as exc:  # after a 401: the token file stayed empty or unreadable
+                raise ApiError(401, "%s, and reading the token again failed: %s" % (message, exc), verb=verb,
+                               resource=resource, namespace=namespace) from None
             conn = self._connection()
             reused = self._local.used
             started = time.monotonic()
             try:
-                conn.request("GET", target, headers=self._headers(accept, refresh_token=refreshed))
-                response = conn.getresponse()
+                response = self._send(conn, target, headers)
             except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say which setting to fix, at once
                 self.drop_connection()
                 raise ConfigError(_tls_failure(self.server, exc, self._ca_setting)) from None
@@ -1037,64 +1253,127 @@ class KubeClient:
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
                     self._local.used = False
                     continue  # the server closed an idle keep-alive connection: not a failure
-                if failures >= self.retries:
-                    raise ApiError(0, "cannot reach %s: %s" % (self.server, exc), verb=verb, resource=resource,
-                                   namespace=namespace) from None
+                problem = self._redact("cannot reach %s: %s" % (self.server, exc or type(exc).__name__))
                 delay = self.backoff_delay(failures)
+                if not self._may_retry(first, failures, delay):
+                    raise ApiError(0, "%s (%s)" % (problem, self._gave_up(first, failures)), verb=verb,
+                                   resource=resource, namespace=namespace) from None
                 failures += 1
-                _log.debug("GET %s failed (%s); retrying in %.2fs", target, exc, delay)
+                _log.warning("GET %s: %s; retrying in %.1fs", self._prefix + path, problem, delay)
                 self.sleep(delay)
                 continue
             self._local.used = True
             _log.debug("GET %s -> %d (%.3fs)", target, response.status, time.monotonic() - started)
             if response.status < 300:
                 return response
-            body = response.read(1 << 16)
-            if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
-                self.drop_connection()
-            message, reason = _status_message(body, response.getheader("Content-Type") or "")
-            message = message or "HTTP %d %s" % (response.status, response.reason)
+            message, reason = self._error_of(response)
             if response.status == 401 and self._token is not None and not refreshed:
                 refreshed = True  # the token may have rotated: read it again and retry once
                 continue
             if response.status == 429 and throttles < THROTTLE_RETRIES:
                 throttles += 1
                 delay = _retry_after(response)
-                self.sleep(delay if delay is not None else self.backoff_delay(throttles))
+                asked = delay is not None
+                delay = delay if asked else self.backoff_delay(throttles)
+                _log.warning("GET %s: throttled by the API server (429); waiting %.1fs%s", self._prefix + path, delay,
+                             " as its Retry-After asks" if asked else "")
+                self.sleep(delay)
                 continue
-            if response.status in _RETRYABLE_STATUSES and failures < self.retries:
+            if response.status in _RETRYABLE_STATUSES:
                 delay = _retry_after(response)
-                self.sleep(delay if delay is not None else self.backoff_delay(failures))
-                failures += 1
-                continue
+                delay = delay if delay is not None else self.backoff_delay(failures)
+                if self._may_retry(first, failures, delay):
+                    _log.warning("GET %s: HTTP %d: %s; retrying in %.1fs", self._prefix + path, response.status,
+                                 message, delay)
+                    self.sleep(delay)
+                    failures += 1
+                    continue
+                message = "%s (%s)" % (message, self._gave_up(first, failures))
             raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
 
+    def _send(self, conn: http.client.HTTPConnection, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        """One GET on ``conn``: the whole response header within response_timeout, however it trickles in."""
+        conn.request("GET", target, headers=headers)
+        sock = self._local.sock = conn.sock  # the response's, even once a "Connection: close" drops it
+        sock.settimeout(self.response_timeout)
+        with _Deadline(sock, self.response_timeout) as deadline:
+            try:
+                response = conn.getresponse()
+            except _NETWORK_ERRORS as exc:
+                if deadline.expired or isinstance(exc, socket.timeout):
+                    raise socket.timeout("no response within %gs" % self.response_timeout) from None
+                raise
+        sock.settimeout(self._timeout)
+        return response
+
+    def _error_of(self, response: http.client.HTTPResponse) -> Tuple[str, str]:
+        """(message, reason) of an answer of 300 or more, the token redacted from it."""
+        body = response.read(1 << 16)
+        if not response.isclosed():  # an error body longer than we care to read: do not reuse the connection
+            self.drop_connection()
+        message, reason = _status_message(body, response.getheader("Content-Type") or "")
+        if 300 <= response.status < 400:  # never followed: the token must not go where a redirect points
+            message = "HTTP %d %s to %s: pass the API server's own address with --server" % (
+                response.status, response.reason, response.getheader("Location") or "nowhere")
+        return self._redact(message or "HTTP %d %s" % (response.status, response.reason)), reason
+
+    def _may_retry(self, first: float, failures: int, delay: float) -> bool:
+        return failures < self.retries and time.monotonic() - first + delay <= self.retry_seconds
+
+    @staticmethod
+    def _gave_up(first: float, failures: int) -> str:
+        return "gave up after %d attempt(s) in %.0fs" % (failures + 1, time.monotonic() - first)
+
     def get_json(self, path: str, query: Optional[Mapping[str, str]] = None, **what: str) -> Dict[str, Any]:
+        """GET a JSON object; ConfigError when the server answers with something no API server sends."""
         failures = 0
+        first = time.monotonic()
         while True:
             response = self.request(path, query, **what)
             try:
-                body = response.read()
-                return json.loads(body)
+                parts = []
+                with self.read_deadline() as deadline:  # a body trickling in must still arrive within bounds
+                    while True:
+                        part = response.read(PROGRESS_BYTES)
+                        if not part:
+                            break
+                        parts.append(part)
+                        deadline.extend()
+                if deadline.expired:
+                    raise socket.timeout("less than %d KiB in %gs" % (PROGRESS_BYTES >> 10, self._timeout))
+                body = b"".join(parts)
+                try:
+                    document = json.loads(body)
+                except RecursionError:
+                    document = None  # nested deeper than any API object
+                if not isinstance(document, dict):
+                    raise ConfigError("%s answered GET %s with JSON that is not an API object: check --server"
+                                      % (self.server, self._prefix + path))
+                return document
             except _NETWORK_ERRORS + (ValueError,) as exc:
                 self.drop_connection()
-                if failures >= self.retries:
-                    raise ApiError(0, "bad response from %s%s: %s" % (self.server, path, exc)) from None
-                self.sleep(self.backoff_delay(failures))
+                delay = self.backoff_delay(failures)
+                problem = "bad response from %s%s: %s" % (self.server, path, exc)
+                if not self._may_retry(first, failures, delay):
+                    raise ApiError(0, "%s (%s)" % (problem, self._gave_up(first, failures))) from None
+                _log.warning("%s; retrying in %.1fs", problem, delay)
+                self.sleep(delay)
                 failures += 1
 
     def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
                   field_selector: Optional[str] = None, page_size: int = PAGE_SIZE,
-                  list_meta: Optional[Dict[str, Any]] = None) -> Iterator[Dict[str, Any]]:
+                  list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES) -> Iterator[Dict[str, Any]]:
         """Yield the pods of ``namespace`` (all namespaces when None), page by page.
 
         A continue token that expired (410) restarts the listing; pods already
         yielded may then be yielded again, so callers de-duplicate by UID.
         ``list_meta``, when given, receives the first page's list metadata (its
-        resourceVersion is where a watch continues from).
+        resourceVersion is where a watch continues from).  A continue token
+        seen before, or more than ``max_pages`` pages, end it with an ApiError.
         """
         path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
-        restarts = 0
+        restarts = pages = 0
+        tokens: set = set()
         page = dict(query)
         while True:
             try:
@@ -1103,15 +1382,26 @@ class KubeClient:
                 if exc.status == 410 and "continue" in page and restarts < 3:
                     restarts += 1
                     page = dict(query)
+                    tokens.clear()
                     continue
                 raise
+            meta, items = pods.get("metadata") or {}, pods.get("items") or []
+            if not (isinstance(meta, dict) and isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+                raise ConfigError("%s answered a pod listing with something that is not a PodList: check --server"
+                                  % self.server)
             if list_meta is not None and "continue" not in page:
                 list_meta.clear()
-                list_meta.update(pods.get("metadata") or {})
-            yield from pods.get("items") or ()
-            token = (pods.get("metadata") or {}).get("continue")
+                list_meta.update(meta)
+            yield from items
+            token = meta.get("continue")
             if not token:
                 return
+            pages += 1
+            if token in tokens or pages >= max_pages:
+                raise ApiError(0, "the pod listing does not end: the API server %s after %d pages; its paging is "
+                               "broken" % ("repeated a continue token" if token in tokens else "went on", pages),
+                               verb="list", resource="pods", namespace=namespace or "")
+            tokens.add(token)
             page = dict(query, **{"continue": token})
 
     def watch_pods(self, namespace: Optional[str] = None, *, resource_version: str, label_selector: Optional[str] = None,
@@ -1124,7 +1414,8 @@ class KubeClient:
                                     allowWatchBookmarks="true", resourceVersion=resource_version,
                                     timeoutSeconds=str(timeout_seconds))
         response = self.request(path, query, verb="watch", resource="pods", namespace=namespace or "")
-        self._local.conn.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
+        self._local.sock.settimeout(timeout_seconds + 30)  # a quiet watch is not a dead one
+        deadline = self.read_deadline(timeout_seconds + self._timeout)  # the server ends it after timeout_seconds
         try:
             while True:
                 line = response.readline()
@@ -1132,16 +1423,23 @@ class KubeClient:
                     return
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except RecursionError:
+                    event = None
+                if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+                    raise ValueError("not a watch event: %s" % _shown(line.decode("utf-8", "replace")))
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
-                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch failed"),
+                    raise ApiError(int(obj.get("code") or 500), self._redact(str(obj.get("message") or "watch failed")),
                                    reason=str(obj.get("reason") or ""), verb="watch", resource="pods",
                                    namespace=namespace or "")
                 yield kind, obj
         except BaseException:
             self.drop_connection()
             raise
+        finally:
+            deadline.cancel()
 
     def open_log(self, namespace: str, pod: str, container: Optional[str] = None, *, timestamps: bool = True,
                  previous: bool = False, since_time: Optional[int] = None, tail_lines: Optional[int] = None,
@@ -1158,29 +1456,53 @@ class KubeClient:
 
     def stream_log(self, namespace: str, pod: str, container: Optional[str] = None, *, block_size: int = BLOCK_SIZE,
                    **options: Any) -> Iterator[bytes]:
-        """Yield a container's log as byte blocks (no retry once the body has started)."""
+        """Yield a container's log as byte blocks as they arrive (no retry once the body has started).
+
+        A body that brings no complete line for the read timeout is cut: socket.timeout.
+        """
         response = self.open_log(namespace, pod, container, **options)
         if response is None:
             return
+        deadline = self.read_deadline()
         try:
             while True:
-                block = response.read(block_size)
+                try:
+                    block = response.read1(block_size)
+                finally:
+                    if deadline.expired:
+                        raise socket.timeout("no complete line in %gs" % deadline.seconds)
                 if not block:
                     return
+                if b"\n" in block:
+                    deadline.extend()
                 yield block
         except BaseException:
             self.drop_connection()
             raise
+        finally:
+            deadline.cancel()
 
 
 # ---------------------------------------------------------------------------
 # Pods and containers
 # ---------------------------------------------------------------------------
 
+# What the API server itself accepts (k8s.io/apimachinery validation): namespaces and containers are DNS labels
+# (63 characters), pods DNS subdomains (253 characters, dot-separated, no limit per part).
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_NAMESPACE_RE = re.compile(_DNS_LABEL)
-_POD_RE = re.compile(r"(?=.{1,253}$)%s(?:\.%s)*" % (_DNS_LABEL, _DNS_LABEL))
-_CONTAINER_RE = _NAMESPACE_RE
+_DNS_SUBDOMAIN = r"(?=.{1,253}\Z)[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_NAME_RULES = {"namespace": re.compile(_DNS_LABEL), "pod": re.compile(_DNS_SUBDOMAIN),
+               "container": re.compile(_DNS_LABEL)}
+
+
+def _is_kubernetes_name(kind: str, value: str) -> bool:
+    """Whether the API server would accept ``value`` as the name of a ``kind`` (namespace, pod, container)."""
+    return bool(_NAME_RULES[kind].fullmatch(value))
+
+
+def _path_unsafe(value: str) -> bool:
+    """A name that cannot be one folder or file name under the output folder."""
+    return value in ("", ".", "..") or "/" in value or "\0" in value
 
 
 @dataclasses.dataclass
@@ -1208,36 +1530,49 @@ class _Container:
         return "%s/%s/%s" % (self.namespace, self.pod, self.name)
 
     def unsafe_name(self) -> Optional[str]:
-        for value, pattern, what in ((self.namespace, _NAMESPACE_RE, "namespace"), (self.pod, _POD_RE, "pod"),
-                                     (self.name, _CONTAINER_RE, "container")):
-            if not pattern.fullmatch(value or ""):
-                return "refusing %s name %r: not a valid Kubernetes name" % (what, value)
+        """Why this container's file cannot be written, or None.
+
+        A name the API server returned is never refused for its spelling (its own validation decides what a name
+        may be); only for what would take the path out of its folder.
+        """
+        for value, what in ((self.namespace, "namespace"), (self.pod, "pod"), (self.name, "container")):
+            if _path_unsafe(value):
+                return "refusing %s name %r: it cannot be a folder or file name" % (what, value)
         return None
 
 
+def _object(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any) -> List[Dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
+    meta = _object(pod.get("metadata"))
+    spec = _object(pod.get("spec"))
+    status = _object(pod.get("status"))
     now = time.time_ns()
     found = []
     for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
                                  ("ephemeralContainers", "ephemeralContainerStatuses")):
-        statuses = {s.get("name"): s for s in status.get(status_key) or ()}
-        for container in spec.get(spec_key) or ():
-            name = container.get("name") or ""
+        statuses = {s.get("name"): s for s in _objects(status.get(status_key))}
+        for container in _objects(spec.get(spec_key)):
+            name = str(container.get("name") or "")
             entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
                                name, listed_ns=now)
             st = statuses.get(name)
             if st:
-                entry.restarts = int(st.get("restartCount") or 0)
+                restarts = st.get("restartCount")
+                entry.restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0
                 entry.container_id = str(st.get("containerID") or "")
-                state = st.get("state") or {}
-                entry.state = next(iter(state), "")
-                entry.waiting_reason = str((state.get("waiting") or {}).get("reason") or "")
+                state = _object(st.get("state"))
+                entry.state = str(next(iter(state), ""))
+                entry.waiting_reason = str(_object(state.get("waiting")).get("reason") or "")
                 with contextlib.suppress(ValueError, TypeError):
-                    entry.started_ns = parse_timestamp(str((state.get("running") or {}).get("startedAt")))
-                entry.has_previous = bool((st.get("lastState") or {}).get("terminated"))
+                    entry.started_ns = parse_timestamp(str(_object(state.get("running")).get("startedAt")))
+                entry.has_previous = bool(_object(st.get("lastState")).get("terminated"))
             found.append(entry)
     return found
 
@@ -1263,6 +1598,7 @@ class _State:
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one save at a time, so an older snapshot never lands last
         self._saved_at = time.monotonic()
+        self._save_seconds = 0.0  # what the last save took
         self._dirty = False
         self._unsynced: set = set()  # files written since the last save
         if path is not None:
@@ -1270,15 +1606,30 @@ class _State:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(_read_regular_file(self.path, STATE_MAX_BYTES))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch" % (self.path, exc)) from None
-        if not isinstance(data, dict) or data.get("version") not in (1, STATE_VERSION):
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = getattr(exc, "strerror", None) or exc if not isinstance(exc, RecursionError) else "nested too deep"
+            raise ConfigError("state file %s is unreadable (%s): move it away to export from scratch"
+                              % (self.path, reason)) from None
+        containers = data.get("containers") or {} if isinstance(data, dict) else None
+        files = data.get("files") or {} if isinstance(data, dict) else None
+        if not isinstance(containers, dict) or not isinstance(files, dict) or data.get("version") not in (1, STATE_VERSION):
             raise ConfigError("state file %s has an unknown format: move it away to export from scratch" % self.path)
-        self.containers = dict(data.get("containers") or {})
-        self.files = dict(data.get("files") or {})
+        # A record the engine cannot use is dropped, and said once: its file is then continued after its own last
+        # line, as when a record was pruned.
+        bad = [("container " + key, problem) for key, problem in
+               ((key, _record_problem(record, _CONTAINER_RECORD)) for key, record in containers.items()) if problem]
+        bad += [("file " + key, problem) for key, problem in
+                ((key, _record_problem(record, _FILE_RECORD)) for key, record in files.items()) if problem]
+        for what, _problem in bad:
+            kind, key = what.split(" ", 1)
+            (containers if kind == "container" else files).pop(key)
+        if bad:
+            _log.warning("state file %s: ignoring %d bad record(s) (%s: %s); their files continue after their own "
+                         "last line", self.path, len(bad), bad[0][0], bad[0][1])
+        self.containers, self.files = containers, files
 
     def record(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -1307,12 +1658,13 @@ class _State:
         self.save_if_due()
 
     def save_if_due(self) -> None:
-        """Save if the last save is STATE_SAVE_INTERVAL old and no other thread is saving."""
-        if time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL and self._save_lock.acquire(blocking=False):
+        """Save if the last save is old enough (see STATE_SAVE_SHARE) and no other thread is saving."""
+        interval = max(STATE_SAVE_INTERVAL, self._save_seconds / STATE_SAVE_SHARE)
+        if time.monotonic() - self._saved_at >= interval and self._save_lock.acquire(blocking=False):
             try:
                 self._save()
             except OSError as exc:  # the final save reports it; the files are fine either way
-                _log.warning("cannot save the state file %s: %s (will retry)", self.path, exc.strerror)
+                _log.warning("cannot save the state file %s: %s (will retry)", self.path, _os_reason(exc, self.path))
             finally:
                 self._save_lock.release()
 
@@ -1330,6 +1682,7 @@ class _State:
     def _save(self, *, prune_before: Optional[float] = None) -> None:
         if self.path is None:
             return
+        started = time.monotonic()
         with self._lock:
             if prune_before is not None:
                 for key in [k for k, v in self.containers.items() if v.get("seen", 0) < prune_before]:
@@ -1343,7 +1696,7 @@ class _State:
                 return
             # The snapshot holds only lines already written: the flush below makes all of them durable.
             text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
-                              separators=(",", ":"), sort_keys=True)
+                              separators=(",", ":"))
             unsynced, self._unsynced = self._unsynced, set()
             self._dirty = False
             self._saved_at = time.monotonic()
@@ -1355,6 +1708,72 @@ class _State:
                 self._unsynced |= unsynced
                 self._dirty = True
             raise
+        self._save_seconds = time.monotonic() - started
+
+
+STATE_MAX_BYTES = 128 << 20  # far above any cluster's state; a bound for a state file that is no state file
+# The fields the engine reads (version 1 said "count" for "run" and "restarts" for "instance", and had no CRC).
+_ANCHOR_FIELDS = {"run": "count?", "count": "count?", "crc": "count?"}
+_CONTAINER_RECORD = dict({"ts": "ts", "instance": "count?", "restarts": "count?", "held": "bool?", "final": "bool?",
+                          "id": "str?", "seen": "number?"}, **_ANCHOR_FIELDS)
+_FILE_RECORD = dict({"size": "count", "ino": "count?", "ts": "ts?"}, **_ANCHOR_FIELDS)
+
+
+def _record_problem(record: Any, fields: Mapping[str, str]) -> Optional[str]:
+    """What is wrong with a state record (the fields the engine reads), or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for name, kind in fields.items():
+        if kind.endswith("?"):
+            if record.get(name) is None:
+                continue
+            kind = kind[:-1]
+        value = record.get(name)
+        if kind == "ts":
+            try:
+                parse_timestamp(value)
+                continue
+            except (ValueError, AttributeError):
+                pass
+        elif kind in ("count", "number") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind == "number" or (isinstance(value, int) and value >= 0):
+                continue
+        elif isinstance(value, {"bool": bool, "str": str}.get(kind, ())):
+            continue
+        return "bad %s %s" % (name, _shown(value))
+    if record.get("ts") is not None and record.get("run") is None and record.get("count") is None:
+        return "a ts without its place in its run"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, up to ``limit``: never through a symlink, never a device or FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link", str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "larger than %d MiB" % (limit >> 20), str(path))
+    return data
+
+
+def _os_reason(exc: OSError, meant: Path) -> str:
+    """The OS's reason, naming the file it is about when that is another one (the state's .tmp, a folder)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and os.fsdecode(exc.filename) != str(meant):
+        reason = "%s: %s" % (os.fsdecode(exc.filename), reason)
+    return reason
 
 
 def _syncfs(folder: Path) -> bool:
@@ -1435,11 +1854,47 @@ def _safe_dir(root: Path, *parts: str, made: Optional[set] = None) -> Path:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
                 raise OSError(errno.ENOTDIR, "not a folder (or a symlink)", str(path)) from None
+            if mode & 0o077:
+                _make_private(path)
         if made is not None:
             made.add(path)
     return path
+
+
+def _make_private(path: Path) -> None:
+    """Take group and other access off a folder of ours (an older run's umask, a volume's fsGroup), or warn."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o077 | 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _log.warning("folder %s is open to other users and its mode cannot be changed (%s)", path, exc.strerror)
+
+
+def _make_folders(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for every folder it creates (Path.mkdir gives the parents the umask's mode)."""
+    missing = []
+    while not os.path.lexists(path) and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+
+
+def _check_own_file(fd: int, path: Path) -> None:
+    """Refuse to write through a file that is not only ours: another link to it, a device, a FIFO."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if st.st_nlink > 1:
+        raise OSError(errno.EMLINK, "it has %d hard links, so writing it would change another file: move it away"
+                      % st.st_nlink, str(path))
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -1472,31 +1927,57 @@ class _OutputFile:
         self.compress = compress
         self.replace = replace
         self.bytes_written = 0  # uncompressed bytes, this run
-        self._gzip: Optional[gziplib.GzipFile] = None
+        self._gzip: Any = None  # a gzip.GzipFile while a member is open
         self._sink: Optional[_FdWriter] = None
         self._flushed_at = time.monotonic()
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self._target = path.with_name(".%s.%d.tmp" % (path.name, os.getpid())) if replace else path
         try:  # a new file gets its mode from open(); an old one may need it set
             self._fd = os.open(self._target, flags | os.O_EXCL, 0o600)
-        except FileExistsError:
-            self._fd = os.open(self._target, flags | (os.O_TRUNC if replace else 0), 0o600)
+        except FileExistsError:  # never truncated, chmod-ed or written before it is known to be a file of ours
+            self._fd = os.open(self._target, flags | os.O_NONBLOCK, 0o600)
+            try:
+                _check_own_file(self._fd, self._target)
+            except OSError:
+                os.close(self._fd)
+                raise
+            os.set_blocking(self._fd, True)
+            if replace:
+                os.ftruncate(self._fd, 0)
             os.fchmod(self._fd, 0o600)
         info = os.fstat(self._fd)
         self.ino = info.st_ino
         self.size = self.committed = info.st_size  # committed: where the last checkpoint ended
         os.lseek(self._fd, self.size, os.SEEK_SET)
+        self._handed = self.size  # pages before this offset were handed to the disk
+        self._unhanded = 0  # bytes given to write() since
 
     def write(self, data: memoryview) -> None:
         if self.compress:
             if self._gzip is None:  # each checkpoint closes a gzip member, so the file always decompresses whole
                 self._sink = _FdWriter(self._fd)
-                self._gzip = gziplib.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
+                import gzip  # only --gzip needs it: keep start-up lean
+
+                self._gzip = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
                                               mtime=0)
             self._gzip.write(data)
         else:
             _write_all(self._fd, data)
         self.bytes_written += len(data)
+        self._unhanded += len(data)
+        if self._unhanded >= WRITEBACK_BYTES:
+            self._hand_to_disk()
+
+    def _hand_to_disk(self) -> None:
+        """Start writing back what is written so far, without waiting (POSIX_FADV_DONTNEED starts the writeback
+        of dirty pages and drops only clean ones; a later flush then waits for little)."""
+        self._unhanded = 0
+        if not hasattr(os, "posix_fadvise"):
+            return
+        position = os.lseek(self._fd, 0, os.SEEK_CUR)
+        if position > self._handed:
+            os.posix_fadvise(self._fd, self._handed, position - self._handed, os.POSIX_FADV_DONTNEED)
+            self._handed = position
 
     def flush(self) -> None:
         """Hand compressed lines to the OS at least once a second (plain lines go there as they are written)."""
@@ -1522,6 +2003,7 @@ class _OutputFile:
             os.ftruncate(self._fd, size)
             os.lseek(self._fd, size, os.SEEK_SET)
             self.committed = self.size = size
+            self._handed = min(self._handed, size)
 
     def rollback(self) -> None:
         """Drop what was written since the last checkpoint (a write error, a long line cut in the middle)."""
@@ -1531,6 +2013,7 @@ class _OutputFile:
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self.committed)
             os.lseek(self._fd, self.committed, os.SEEK_SET)
+        self._handed = min(self._handed, self.committed)
 
     def close(self, *, keep: bool) -> None:
         if self.replace and keep:
@@ -1719,7 +2202,9 @@ def _tail_anchor(buffer: bytearray, view: memoryview, start: int, end: int, befo
 
 
 class _AnchorMissing(Exception):
-    """The answer went past where the anchor's line would be, or ended without it: that line is not there."""
+    """The answer went past where the anchor's line would be, or ended without it: that line is not there.
+
+    Its argument is that anchor (a read resumed after a cut looks for the line written last, not the first one)."""
 
 
 class _Young(Exception):
@@ -1794,7 +2279,7 @@ class _LineFilter:
     def _searched(self, ns: int) -> bool:
         """Count one more served line of time ``ns``; True when its place matches the anchor's."""
         if ns > self._limit:
-            raise _AnchorMissing()
+            raise _AnchorMissing(self.anchor)
         if ns == self._run_ns:
             self._run += 1
         else:
@@ -1868,7 +2353,7 @@ class _LineFilter:
     def finish(self) -> None:
         """The answer ended: an anchor not met by now is not in it."""
         if not self.found:
-            raise _AnchorMissing()
+            raise _AnchorMissing(self.anchor)
 
 
 # ---------------------------------------------------------------------------
@@ -1930,6 +2415,10 @@ def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optio
 
 class _Stalled(Exception):
     """No complete line arrived for the read timeout."""
+
+
+class _DiskError(OSError):
+    """Writing the file failed (full, quota, RLIMIT_FSIZE, read-only): never taken for a broken stream."""
 
 
 class _Outcome:
@@ -2060,7 +2549,8 @@ class _Job:
         for read in plan.reads:
             try:
                 reason = self._read(read, shift)
-            except _AnchorMissing:
+            except _AnchorMissing as missing:
+                read = read._replace(anchor=missing.args[0])
                 if read.search:
                     return self._after_missing_line(read, outcome)
                 self._report_gap(read, outcome, after=_Read(read.previous, since_ns=read.anchor.since))
@@ -2112,7 +2602,7 @@ class _Job:
         c = self.c
         instance = c.restarts + shift - (1 if read.previous else 0)
         follow = self.stream is not None and not read.previous and c.state != "terminated"
-        finished = read.previous or c.state == "terminated"  # an ended instance: its last line is whole
+        finished = read.previous or c.state != "running"  # an ended instance: its last line is whole
         young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
         self.first_ns = None
         failures = stalls = 0
@@ -2134,7 +2624,11 @@ class _Job:
                                            young_ns=young_ns)
             try:
                 self._copy(response, line, instance, follow=follow, finished=finished)
-            except (http.client.HTTPException, ssl.SSLError, socket.timeout, ConnectionError, _Stalled) as exc:
+            except _DiskError:
+                self.client.drop_connection()
+                self._settle(line, instance, cut=True)
+                raise
+            except (OSError, http.client.HTTPException, _Stalled) as exc:  # the stream broke (a cut socket too)
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
                 if self.client.stop_event.is_set():
@@ -2192,16 +2686,35 @@ class _Job:
         """
         buffer = bytearray(FOLLOW_BLOCK_SIZE) if self.stream is not None else _worker_buffer()
         view = memoryview(buffer)
-        filled = 0  # buffer[:filled] is the start of a line (or a piece of the open one), with no newline
-        stop = self.client.stop_event
-        timeout = self.client.timeout
-        deadline = time.monotonic() + timeout
         self.partial = False
         if follow:
             self.stream.sock = self.client.current_socket()
             self.stream.sock.settimeout(FOLLOW_IDLE_TIMEOUT)
             if self.stream.yield_requested:  # asked while the request was being opened
                 return
+            filled = self._pump(response, line, buffer, view, instance, follow=True, stall=None)
+        else:
+            # A whole read is bounded, not each recv: a body trickling a byte at a time trips no socket timeout.
+            with self.client.read_deadline() as stall:
+                try:
+                    filled = self._pump(response, line, buffer, view, instance, follow=False, stall=stall)
+                except Exception:
+                    if stall.expired:
+                        raise _Stalled() from None
+                    raise
+                if stall.expired:
+                    raise _Stalled()
+        if self.stream is not None and self.stream.yield_requested:
+            return
+        self._end_of_body(line, buffer, view, filled, finished)
+
+    def _pump(self, response: http.client.HTTPResponse, line: _LineFilter, buffer: bytearray, view: memoryview,
+              instance: int, *, follow: bool, stall: Optional[_Deadline]) -> int:
+        """Read the body to its end; return how many bytes after its last newline are left in the buffer."""
+        filled = 0  # buffer[:filled] is the start of a line (or a piece of the open one), with no newline
+        stop = self.client.stop_event
+        stall_at = time.monotonic() + self.client.timeout  # follow mode: a line begun must end within the timeout
+        rate = 0.0  # bytes a second of the last read
         while True:
             if stop.is_set():
                 raise _Stopped()
@@ -2210,9 +2723,14 @@ class _Job:
                 received = len(chunk)
                 view[filled:filled + received] = chunk
             else:
-                received = response.readinto(view[filled:])
+                # A read blocks until its size is in: start small and grow with the rate seen, so that a slow link
+                # still hands over complete lines well within the stall deadline.
+                size = min(len(buffer) - filled, max(FIRST_READ_BYTES, int(rate * self.client.timeout / 4)))
+                began = time.monotonic()
+                received = response.readinto(view[filled:filled + size])
+                rate = received / max(time.monotonic() - began, 1e-6)
             if not received:
-                break
+                return filled
             total = filled + received
             end = buffer.rfind(b"\n", filled, total) + 1  # only the new bytes: the rest holds no newline
             if end == 0:
@@ -2221,18 +2739,17 @@ class _Job:
                     with self.lock:
                         line.piece(buffer, view, 0, filled)
                     filled = 0
-                if (not follow or filled or line.open is not None) and time.monotonic() > deadline:
+                if follow and (filled or line.open is not None) and time.monotonic() > stall_at:
                     raise _Stalled()
                 continue
             with self.lock:
                 self._take(line, buffer, view, end, instance)
-            deadline = time.monotonic() + timeout
+            if stall is not None:
+                stall.extend()
+            stall_at = time.monotonic() + self.client.timeout
             filled = total - end
             if filled:
                 view[:filled] = bytes(view[end:total])
-        if self.stream is not None and self.stream.yield_requested:
-            return
-        self._end_of_body(line, buffer, view, filled, finished)
 
     def _take(self, line: _LineFilter, buffer: bytearray, view: memoryview, end: int, instance: int) -> None:
         """The complete lines buffer[:end] (the first one may end a line handed on in pieces)."""
@@ -2269,7 +2786,10 @@ class _Job:
             _log.debug("%s: the last line is still being written; it will be exported next time", self.c.label)
 
     def _write(self, data: memoryview) -> None:
-        self.output.write(data)
+        try:
+            self.output.write(data)
+        except OSError as exc:
+            raise _DiskError(exc.errno, exc.strerror, exc.filename) from None
 
     # -- the file --------------------------------------------------------------
 
@@ -2313,7 +2833,10 @@ class _Job:
 
     def _checkpoint(self, *, final: bool = False) -> None:
         """End the lines written so far in the file, then record them in the state: never the other way round."""
-        size = self.output.checkpoint()
+        try:
+            size = self.output.checkpoint()
+        except OSError as exc:
+            raise _DiskError(exc.errno, exc.strerror, exc.filename) from None
         self.checkpointed_at = time.monotonic()
         if self.store is not None and self.last is not None:
             anchor = self.last.record()
@@ -2453,7 +2976,7 @@ def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path,
     if exc.status != 403 or explicit_all:
         raise exc
     if own.is_file():
-        return own.read_text().strip()
+        return own.read_bytes().decode("utf-8", "replace").strip()
     if getattr(client, "namespace", None):
         return client.namespace
     raise exc
@@ -2931,7 +3454,7 @@ def _run(settings: _Settings, client: KubeClient, *, stop: threading.Event, acco
             store = _State(state_path) if settings.use_state else None  # read only: dry runs save nothing
         else:
             try:
-                output.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_folders(output)
                 lock_fd = _lock_output(output / (LOCK_FILENAME + settings.suffix))
             except OSError as exc:
                 raise ConfigError("cannot write to %s (%s): pass a writable --output-dir" % (output, exc.strerror)) from None
@@ -2948,7 +3471,7 @@ def _run(settings: _Settings, client: KubeClient, *, stop: threading.Event, acco
                 store.save(prune_before=time.time() - STATE_FORGET_AFTER)
         except OSError as exc:
             reason = "cannot save the state file %s: %s; the next run continues from the files" % (
-                exc.filename or store.path, exc.strerror)
+                store.path, _os_reason(exc, store.path))
             _log.error("%s", reason)
             result.failed.append({"container": "", "status": 0, "reason": reason})
         finally:
@@ -2966,8 +3489,9 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optiona
                 ca_file: Optional[os.PathLike] = None, kubeconfig: Optional[os.PathLike] = None,
                 context: Optional[str] = None, insecure_skip_tls_verify: bool = False,
                 environ: Optional[Mapping[str, str]] = None, account_dir: os.PathLike = SERVICE_ACCOUNT_DIR,
-                retries: int = RETRIES, backoff: float = BACKOFF_SECONDS, stop_event: Optional[threading.Event] = None,
-                progress: Optional[Callable[[ExportResult], None]] = None, **options: Any) -> ExportResult:
+                retries: int = RETRIES, backoff: float = BACKOFF_SECONDS, timeout: float = HTTP_TIMEOUT,
+                stop_event: Optional[threading.Event] = None, progress: Optional[Callable[[ExportResult], None]] = None,
+                **options: Any) -> ExportResult:
     """Export the logs of every container of the selected pods into ``output_dir``.
 
     ``options`` select and shape the export: ``namespaces``, ``all_namespaces``, ``selector``, ``field_selector``,
@@ -2988,7 +3512,7 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optiona
         client = KubeClient.from_environment(environ=environ, account_dir=account_dir, server=server,
                                              token_file=token_file, ca_file=ca_file, kubeconfig=kubeconfig,
                                              context=context, insecure_skip_tls_verify=insecure_skip_tls_verify,
-                                             retries=retries, backoff=backoff, stop_event=stop)
+                                             retries=retries, backoff=backoff, timeout=timeout, stop_event=stop)
     else:
         client.stop_event = stop
     return _run(settings, client, stop=stop, account_dir=Path(account_dir), progress=progress)
@@ -3015,6 +3539,15 @@ def _build_parser():
         if not text.isdigit():
             raise argparse.ArgumentTypeError("must be a whole number of at least 0, not %r" % text)
         return int(text)
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError("must be a number of seconds more than 0, not %r" % text)
+        return value
 
     def duration(text: str) -> float:
         try:
@@ -3064,6 +3597,8 @@ def _build_parser():
                                                           "the service account's)")
     connect.add_argument("--insecure-skip-tls-verify", action="store_true", help="do not verify the server's certificate (unsafe)")
     connect.add_argument("--concurrency", type=positive, default=4, metavar="N", help="simultaneous log streams (default 4)")
+    connect.add_argument("--timeout", type=seconds, default=HTTP_TIMEOUT, metavar="SECONDS",
+                         help="read timeout; a log stream without a complete line this long is stalled (default 60)")
 
     report = parser.add_argument_group("reporting")
     report.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -3106,6 +3641,17 @@ def _refusal_hint(exc: ApiError) -> str:
     return "grant %s to this identity, %s" % (exc.missing_permission(), _rbac_hint(exc.namespace))
 
 
+# Control characters (ESC, newline, ...) and Unicode line and direction marks: a pod name holding them must not
+# rewrite or fake the exporter's own lines on a terminal or in a log collector.
+_UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` as one line with its control characters escaped (``\\x1b``, ``\\n``)."""
+    return _UNPRINTABLE_RE.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else "\\u%04x" % ord(m.group()),
+                               text)
+
+
 class _StderrHandler(logging.Handler):
     def __init__(self, stream):
         super().__init__()
@@ -3113,12 +3659,34 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         level = "%s: " % record.levelname.lower() if record.levelno >= logging.WARNING else ""
-        self.stream.write("kubelogexporter: %s%s\n" % (level, record.getMessage()))
+        self.stream.write("kubelogexporter: %s%s\n" % (level, _printable(record.getMessage())))
         self.stream.flush()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import signal
+    """The command line; ``argv`` None: the program itself, which keeps its SIGTERM handler until it exits."""
+    stop = threading.Event()
+    previous_handlers = {}
+
+    def on_signal(signum, frame):  # Kubernetes sends SIGTERM: stop, checkpoint, leave a state to continue from
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():  # first thing: a SIGTERM now must not kill the run
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous_handlers[signum] = signal.signal(signum, on_signal)
+        # A SIGTERM blocked by whoever started us (signal masks are inherited) is delivered now, and handled.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    if _EARLY_SIGNALS:
+        stop.set()
+    try:
+        return _main(argv, stop)
+    finally:
+        if argv is not None:  # called from a program of the caller's: give its handlers back
+            for signum, previous in previous_handlers.items():
+                signal.signal(signum, previous)
+
+
+def _main(argv: Optional[Sequence[str]], stop: threading.Event) -> int:
     import sys
 
     parser = _build_parser()
@@ -3128,23 +3696,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
 
     def fail(code: int, message: str) -> int:
-        sys.stderr.write("kubelogexporter: error: %s\n" % message)
+        sys.stderr.write("kubelogexporter: error: %s\n" % _printable(message))
         return code
 
-    shard_index = args.shard_index
-    if shard_index is not None and args.shard_count is None:
-        return fail(EXIT_USAGE, "--shard-index needs --shard-count")
-    if args.shard_count is not None and shard_index is None:
-        index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
-        if not index.isdigit():
-            return fail(EXIT_USAGE, "--shard-count needs --shard-index or $%s (an Indexed Job sets it)" % JOB_COMPLETION_INDEX_ENV)
-        shard_index = int(index)
     try:
-        settings = _Settings.create(
-            args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
-            field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
-            shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
-            dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+        settings = _settings_from(args)
     except ConfigError as exc:
         return fail(EXIT_USAGE, str(exc))
 
@@ -3165,19 +3721,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             done, result.containers, _human_bytes(result.bytes_written), _human_bytes(rate)))
         sys.stderr.flush()
 
-    stop = threading.Event()
-    previous_handlers = {}
-
-    def on_signal(signum, frame):  # Kubernetes sends SIGTERM: stop, checkpoint, leave a state to continue from
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous_handlers[signum] = signal.signal(signum, on_signal)
     try:
         client = KubeClient.from_environment(server=args.server, token_file=args.token_file, ca_file=args.ca_file,
                                              kubeconfig=args.kubeconfig, context=args.context,
-                                             insecure_skip_tls_verify=args.insecure_skip_tls_verify, stop_event=stop)
+                                             insecure_skip_tls_verify=args.insecure_skip_tls_verify, stop_event=stop,
+                                             timeout=args.timeout)
         result = _run(settings, client, stop=stop, account_dir=Path(SERVICE_ACCOUNT_DIR),
                       progress=progress if live else None)
     except ConfigError as exc:
@@ -3188,32 +3736,56 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail(EXIT_FAILED, exc.message)
     finally:
         _log.removeHandler(handler)
-        for signum, previous in previous_handlers.items():
-            signal.signal(signum, previous)
         if live:
             sys.stderr.write("\r\033[K")
 
+    _report(args, result, sys.stdout, sys.stderr)
+    return result.exit_code
+
+
+def _settings_from(args: Any) -> _Settings:
+    """The settings the parsed command line asks for; ConfigError with what to do."""
+    shard_index = args.shard_index
+    if shard_index is not None and args.shard_count is None:
+        raise ConfigError("--shard-index needs --shard-count")
+    for namespace in args.namespaces or ():
+        if not _is_kubernetes_name("namespace", namespace):
+            raise ConfigError("-n %r is not a namespace name (a DNS label: lowercase letters, digits and '-', at most "
+                              "63)" % namespace)
+    if args.shard_count is not None and shard_index is None:
+        index = os.environ.get(JOB_COMPLETION_INDEX_ENV, "")
+        if not index.isdigit():
+            raise ConfigError("--shard-count needs --shard-index or $%s (an Indexed Job sets it)"
+                              % JOB_COMPLETION_INDEX_ENV)
+        shard_index = int(index)
+    return _Settings.create(
+        args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
+        field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
+        shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
+        dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+
+
+def _report(args: Any, result: ExportResult, out: Any, err: Any) -> None:
+    """What a run prints: the URLs of a dry run, the JSON summary, notes, gaps, the summary line, refusals."""
     if args.namespaces and not args.follow and not result.pods and not result.interrupted:
         result.notes.append("no pods %sin namespace %s: check the name with kubectl get namespaces" % (
             "matching the selectors " if args.selector or args.field_selector else "", ", ".join(args.namespaces)))
     if args.dry_run:
         for url in result.planned:
-            sys.stdout.write(url + "\n")
+            out.write(url + "\n")
     if args.json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
-    for note in result.notes if not settings.follow else ():  # follow mode said them as they came
-        if not args.quiet:
-            sys.stderr.write("kubelogexporter: note: %s\n" % note)
-    for gap in result.gaps:
-        if not args.quiet:
-            sys.stderr.write("kubelogexporter: warning: %s: %s\n" % (gap["container"], gap["reason"]))
-    if not args.quiet and not args.dry_run:
-        sys.stderr.write("kubelogexporter: %s\n" % _summary_line(result))
+        out.write(json.dumps(result.to_dict(), indent=None, sort_keys=True) + "\n")
+    if not args.quiet:
+        for note in result.notes if not args.follow else ():  # follow mode said them as they came
+            err.write("kubelogexporter: note: %s\n" % _printable(note))
+        for gap in result.gaps:
+            err.write("kubelogexporter: warning: %s\n" % _printable("%s: %s" % (gap["container"], gap["reason"])))
+        if not args.dry_run:
+            err.write("kubelogexporter: %s\n" % _summary_line(result))
     refused = [f for f in result.failed if f.get("status") in (401, 403)]
     if refused:
-        sys.stderr.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
-                         "identity, %s\n" % (len(refused), _rbac_hint()))
-    return result.exit_code
+        err.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
+                  "identity, %s\n" % (len(refused), _rbac_hint()))
 
 
 if __name__ == "__main__":

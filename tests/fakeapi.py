@@ -748,6 +748,22 @@ class FaultPlan:
     def expire_continue(self, times=1) -> None:
         self._add("expire", times)
 
+    def loop_continue(self, times=None) -> None:
+        """A continued pod list answers with the very continue token it was given: a listing without end."""
+        self._add("loop_continue", times)
+
+    def redirect(self, location, status=301, times=1, path_contains="") -> None:
+        """A 3xx with a Location header and a plain-text body, as a proxy or a moved server sends."""
+        self._add("redirect", times, location=location, status=status, path_contains=path_contains)
+
+    def hang(self, times=1, path_contains="") -> None:
+        """Read the request and never answer it (the connection stays open until the server stops)."""
+        self._add("hang", times, path_contains=path_contains)
+
+    def trickle(self, interval, times=1, path_contains="", after_bytes=0) -> None:
+        """Send the response's first `after_bytes` bytes at once, then one byte every `interval` seconds."""
+        self._add("trickle", times, interval=interval, path_contains=path_contains, after_bytes=after_bytes)
+
     def cut_watch(self, after_events: int = 0, times=1) -> None:
         """A pod watch drops its connection right after `after_events` event lines
         (any type, bookmarks included): no terminating chunk.  If the watch ends
@@ -816,6 +832,29 @@ class RequestRecord:
 
 class _ConnectionCut(Exception):
     pass
+
+
+class _TrickleWriter:
+    """Stands in for a handler's wfile: writes the first `after` bytes, then one byte per `interval`."""
+
+    def __init__(self, raw, interval: float, after: int, stopping: Callable[[], bool]):
+        self.raw, self.interval, self.after, self.stopping = raw, interval, after, stopping
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        head = min(self.after, len(view))
+        if head:
+            self.raw.write(view[:head])
+            self.after -= head
+        for i in range(head, len(view)):
+            if self.stopping():
+                raise _ConnectionCut()
+            time.sleep(self.interval)
+            self.raw.write(view[i:i + 1])
+        return len(view)
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1004,6 +1043,9 @@ class FakeAPIServer:
         rec = RequestRecord(h.command, url.path, parse_qs(url.query, keep_blank_values=True), dict(h.headers))
         with self._lock:  # recorded on arrival, in arrival order
             self.requests.append(rec)
+        wfile = h.wfile
+        for a in self.faults._take("trickle", lambda a: a["path_contains"] in h.path):
+            h.wfile = _TrickleWriter(wfile, a["interval"], a["after_bytes"], lambda: self._stopping)
         try:
             try:
                 if not allowed:
@@ -1029,6 +1071,7 @@ class FakeAPIServer:
                 except OSError:
                     pass
         finally:
+            h.wfile = wfile
             with self._idle:
                 rec.done = True
                 self._idle.notify_all()
@@ -1110,6 +1153,13 @@ class FakeAPIServer:
                 self._send_status(h, rec, code, "InternalError", f"Internal error occurred: {msg}",
                                   {"causes": [{"message": msg}]})
             return True
+        for a in self.faults._take("redirect", match):
+            self._send(h, rec, a["status"], b"moved\n", "text/plain; charset=utf-8", [("Location", a["location"])])
+            return True
+        for a in self.faults._take("hang", match):
+            with self.cluster.changed:
+                self.cluster.changed.wait_for(lambda: self._stopping)
+            raise _ConnectionCut()
         return False
 
     def _route(self, h, rec, path: str, q) -> None:
@@ -1226,6 +1276,8 @@ class FakeAPIServer:
                 {"v": "meta.k8s.io/v1", "rv": rv, "start": last}).encode()).decode().rstrip("=")
             if not (_one(q, "labelSelector") or _one(q, "fieldSelector")):
                 meta["remainingItemCount"] = len(match) - limit
+        if token and self.faults._take("loop_continue"):
+            meta["continue"] = token
         if _wants_table(h):
             return self._send_json(h, rec, _table(resource, items, meta, q, self.cluster.clock()))
         kind = "PodList" if resource == "pods" else "NamespaceList"

@@ -1,10 +1,15 @@
 """KubeClient against the fake API server: paging, retries, auth, keep-alive, streaming."""
 
+import http.server
+import logging
+import os
+import socket
+import threading
 import time
 
 import pytest
 
-from conftest import SA_USER
+from conftest import SA_USER, wait_for
 
 from kubelogexporter import ApiError, ConfigError, KubeClient, pod_log_url
 
@@ -141,7 +146,172 @@ def test_tls_is_verified(apiserver, service_account, tmp_path):
     ({"container": "app", "previous": True, "since_time": 1795946400_999_999_999},
      "?container=app&previous=true&sinceTime=2026-11-29T10%3A00%3A00Z"),
     ({"tail_lines": 10, "limit_bytes": 4096}, "?tailLines=10&limitBytes=4096"),
+    ({"since_time": -62135596800 * 10**9}, "?sinceTime=0001-01-01T00%3A00%3A00Z"),  # four-digit years
+    ({"since_time": -10**30}, "?sinceTime=0001-01-01T00%3A00%3A00Z"),
 ])
 def test_pod_log_url_matches_the_walkthrough(options, query):
     assert pod_log_url("https://kubernetes/", "kube-system", "coredns-d798c9dd-pdswq", **options) == (
         "https://kubernetes/api/v1/namespaces/kube-system/pods/coredns-d798c9dd-pdswq/log" + query)
+
+
+def test_a_redirect_names_its_status_and_location(cluster, apiserver, client):
+    apiserver.faults.redirect("https://elsewhere.example:6443/api/v1/pods", path_contains="/pods")
+    with pytest.raises(ApiError) as error:
+        list(client.list_pods(None))
+    assert error.value.status == 301
+    assert error.value.message == ("HTTP 301 Moved Permanently to https://elsewhere.example:6443/api/v1/pods: "
+                                   "pass the API server's own address with --server")
+
+
+def test_a_token_rotated_through_an_empty_file_is_read_again(cluster, apiserver, service_account, tmp_path):
+    fifo = tmp_path / "token"
+    os.mkfifo(str(fifo))
+
+    def readers():  # this process's open ends of the FIFO: the client's reads
+        fds = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds.append(os.readlink("/proc/self/fd/" + fd))
+            except OSError:
+                pass
+        return fds.count(str(fifo))
+
+    def rotate():  # each read of the token file gets the next content: the old token, a rewrite's empty file, the new one
+        for content in ("token-1", "", "token-2"):
+            writer = os.open(str(fifo), os.O_WRONLY)  # returns once a read has opened the file
+            os.write(writer, content.encode())
+            wait_for(lambda: readers() == 2)  # that read's end is open too: it cannot end before the close below
+            os.close(writer)
+            wait_for(lambda: readers() == 0)  # that read is over: the next open is the next read
+
+    thread = threading.Thread(target=rotate, daemon=True)
+    thread.start()
+    client = KubeClient(apiserver.url, token_file=fifo, ca_file=service_account / "ca.crt", backoff=0.001, retries=0)
+    cluster.add_pod("shop", "web")
+    apiserver.tokens.clear()
+    apiserver.tokens["token-2"] = SA_USER  # token-1 revoked while its file is being rewritten
+    assert names(client.list_pods("shop")) == ["web"]
+    thread.join(5)
+    assert not thread.is_alive() and [r.status for r in apiserver.requests] == [401, 200]
+
+
+@pytest.fixture
+def warnings():
+    """What the client says on stderr (main() shows the module's warnings there)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("kubelogexporter")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.WARNING
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def quick_client(server, service_account, **options):
+    options = dict(dict(backoff=0.001, retries=0, timeout=5.0), **options)
+    return KubeClient(server, token_file=service_account / "token", ca_file=service_account / "ca.crt", **options)
+
+
+def test_connecting_and_the_tls_handshake_time_out_together(service_account):
+    with socket.socket() as listener:  # the kernel accepts the connection; nobody ever answers the handshake
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        client = quick_client("https://127.0.0.1:%d" % listener.getsockname()[1], service_account, connect_timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(ApiError, match="TLS handshake timed out after 0.2s"):
+            list(client.list_pods(None))
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("fault, options, message", [
+    ("hang", {"response_timeout": 0.2}, "no response within 0.2s"),
+    ("headers", {"response_timeout": 0.3}, "no response within 0.3s"),  # a byte every 50 ms: no recv times out
+    ("body", {"timeout": 0.3}, "less than 64 KiB in 0.3s"),
+])
+def test_a_stalled_or_trickling_answer_fails_within_its_timeout(cluster, apiserver, service_account, fault, options,
+                                                                message):
+    cluster.add_pod("shop", "web")
+    if fault == "hang":
+        apiserver.faults.hang(path_contains="/pods")
+    else:
+        apiserver.faults.trickle(0.05, path_contains="/pods", after_bytes=0 if fault == "headers" else 200)
+    client = quick_client(apiserver.url, service_account, **options)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match=message):
+        list(client.list_pods(None))
+    assert time.monotonic() - started < 2
+    client.close()
+
+
+def test_a_trickling_log_without_a_complete_line_is_cut(cluster, apiserver, service_account):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a line longer than the read timeout allows at this pace"])
+    apiserver.faults.trickle(0.05, path_contains="/log", after_bytes=150)
+    client = quick_client(apiserver.url, service_account, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(socket.timeout, match="no complete line in 0.3s"):
+        list(client.stream_log("shop", "web", "app"))
+    assert time.monotonic() - started < 2
+    client.close()
+
+
+def test_a_failing_request_gives_up_after_its_retry_time_and_says_what_it_waits_for(cluster, apiserver,
+                                                                                   service_account, warnings):
+    apiserver.faults.hang(path_contains="/pods", times=None)
+    client = quick_client(apiserver.url, service_account, response_timeout=0.1, retries=100, retry_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(ApiError, match=r"no response within 0.1s \(gave up after \d attempt\(s\) in \ds\)"):
+        list(client.list_pods(None))
+    assert 0.4 < time.monotonic() - started < 2
+    assert warnings and all(w.startswith("GET /api/v1/pods: cannot reach %s: no response within 0.1s; retrying in "
+                                         % apiserver.url) for w in warnings)
+
+
+def test_server_errors_and_throttling_say_what_they_wait_for(cluster, apiserver, client, warnings):
+    cluster.add_pod("shop", "web")
+    apiserver.faults.fail(503, path_contains="/pods")
+    apiserver.faults.throttle(retry_after=0, path_contains="/pods")
+    assert names(client.list_pods(None)) == ["web"]
+    assert [w.split(";")[0] for w in warnings] == [
+        "GET /api/v1/pods: throttled by the API server (429)",
+        "GET /api/v1/pods: HTTP 503: the server is currently unable to handle the request"]
+    assert all("; waiting 0.0s as its Retry-After asks" in w or "; retrying in " in w for w in warnings)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("loop, max_pages, message", [
+    (True, 10_000, "repeated a continue token after 2 pages"),
+    (False, 3, "went on after 3 pages"),
+])
+def test_a_listing_without_end_stops_with_an_error(cluster, apiserver, client, loop, max_pages, message):
+    for i in range(6):
+        cluster.add_pod("shop", "web-%d" % i)
+    if loop:
+        apiserver.faults.loop_continue()
+    with pytest.raises(ApiError, match="the pod listing does not end: the API server " + message):
+        list(client.list_pods(None, page_size=1, max_pages=max_pages))
+
+
+@pytest.mark.parametrize("line", [b"[1]", b'{"type": "ADDED", "object": [1]}', b"[" * 200_000 + b"]" * 200_000])
+def test_a_watch_line_that_is_no_event_breaks_the_watch_as_a_value_error(line):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(line) + 1))
+            self.end_headers()
+            self.wfile.write(line + b"\n")
+
+        def log_message(self, *a):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        client = KubeClient("http://127.0.0.1:%d" % server.server_address[1], retries=0)
+        try:
+            with pytest.raises(ValueError, match="not a watch event"):
+                list(client.watch_pods(None, resource_version="1"))
+        finally:
+            client.close()
+            server.shutdown()

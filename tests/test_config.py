@@ -60,6 +60,12 @@ def test_empty_token_file_is_refused(account):
         KubeClient.from_service_account(environ={}, account_dir=account)
 
 
+def test_a_token_file_that_is_not_utf8_is_a_config_error(account):
+    (account / "token").write_bytes(b"s3cr3t\xff\xfe")
+    with pytest.raises(ConfigError, match="token file .* is not UTF-8 text"):
+        KubeClient.from_service_account(environ={}, account_dir=account)
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "CA file .* not found: pass --ca-file"),
     ("not a certificate", "cannot load CA file"),
@@ -83,7 +89,8 @@ def test_insecure_skip_tls_verify_turns_verification_off(account):
     assert client._ssl.verify_mode.name == "CERT_NONE"
 
 
-@pytest.mark.parametrize("server", ["ftp://x", "kubernetes:443", "https://"])
+@pytest.mark.parametrize("server", ["ftp://x", "kubernetes:443", "https://", "", "https://[::1", "https://h:badport",
+                                    "https://h:99999", "https://h:0"])
 def test_server_must_be_an_http_url(account, server):
     with pytest.raises(ConfigError, match="not an http"):
         KubeClient.from_service_account(environ={}, account_dir=account, server=server)

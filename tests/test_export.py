@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 import signal
 import stat
@@ -107,20 +108,67 @@ def test_no_state_replaces_files_with_the_complete_current_log(cluster, apiserve
     assert sorted(p.name for p in export.output.rglob("*") if p.is_file()) == [".kubelogexporter.lock", "app.log"]
 
 
-@pytest.mark.parametrize("pod, container", [
-    ("evil..name", "app"), ("web", "../../etc"), ("web", "a/b"), ("UPPER", "app"),
+@pytest.mark.parametrize("namespace, pod, container", [
+    ("shop", "..", "app"), ("shop", ".", "app"), ("shop", "web", "../../etc"), ("shop", "web", "a/b"),
+    ("..", "web", "app"), ("shop", "nul\0", "app"), ("shop", "web", ""),
 ])
-def test_hostile_names_are_refused_and_nothing_lands_outside(cluster, apiserver, export, tmp_path, pod, container):
-    cluster.add_pod("shop", pod, containers=[container])
+def test_names_that_leave_the_folder_are_refused_and_nothing_lands_outside(cluster, apiserver, export, tmp_path,
+                                                                            namespace, pod, container):
+    cluster.add_pod(namespace, pod, containers=[container])
     cluster.add_pod("shop", "fine")
     cluster.append_log("shop", "fine", "app", ["ok"])
     result = export()
     assert result.exit_code == 1
-    assert [f["container"] for f in result.failed] == ["shop/%s/%s" % (pod, container)]
-    assert "not a valid Kubernetes name" in result.failed[0]["reason"]
+    assert [f["container"] for f in result.failed] == ["%s/%s/%s" % (namespace, pod, container)]
+    assert "it cannot be a folder or file name" in result.failed[0]["reason"]
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert [w for w in written if not w.startswith(("logs/", "serviceaccount/"))] == []
     assert (export.output / "shop" / "fine" / "app.log").read_text().endswith(" ok\n")
+
+
+@pytest.mark.parametrize("pod", [
+    "a" * 64, "tekton-run-" + "b" * 59, ".".join(["c" * 63] * 3) + "." + "d" * 61,  # 64, 70, 253 characters
+    "evil..name", "UPPER_case",  # the API server's rules decide names, not ours
+])
+def test_every_name_the_api_returns_is_exported(cluster, apiserver, export, pod):
+    cluster.add_pod("shop", pod)
+    cluster.append_log("shop", pod, "app", ["ok"])
+    result = export()
+    assert (result.exit_code, result.exported, result.failed) == (0, 1, [])
+    assert (export.output / "shop" / pod / "app.log").read_text().endswith(" ok\n")
+
+
+@pytest.mark.parametrize("state", [True, False])
+def test_a_hard_link_to_a_file_outside_is_not_written_through(cluster, apiserver, export, tmp_path, state):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["secret"])
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    outside.chmod(0o644)
+    folder = export.output / "shop" / "web"
+    folder.mkdir(parents=True)
+    name = "app.log" if state else ".app.log.%d.tmp" % os.getpid()  # --no-state writes aside, then renames
+    os.link(outside, folder / name)
+    result = export(state=state)
+    assert result.exit_code == 1 and "hard links" in result.failed[0]["reason"]
+    assert outside.read_text() == "precious\n" and stat.S_IMODE(outside.stat().st_mode) == 0o644
+
+
+def test_folders_are_private_new_parents_and_old_folders_alike(cluster, apiserver, export, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    output = tmp_path / "new" / "parent" / "logs"
+    folders = [tmp_path / "new", tmp_path / "new" / "parent", output, output / "shop", output / "shop" / "web"]
+    old_umask = os.umask(0o022)
+    try:
+        assert export(output=output).ok
+        assert [stat.S_IMODE(p.stat().st_mode) for p in folders] == [0o700] * 5
+        (output / "shop").chmod(0o755)  # an older run's folder, made under another umask
+        (output / "shop" / "web").chmod(0o2770)  # a volume's fsGroup
+        assert export(output=output).ok
+    finally:
+        os.umask(old_umask)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in folders] == [0o700] * 4 + [0o2700]
 
 
 def test_a_symlinked_pod_folder_is_not_followed(cluster, apiserver, export, tmp_path):
@@ -703,6 +751,7 @@ def test_a_state_file_that_cannot_be_saved_fails_the_run_in_one_line(cluster, ap
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "Traceback" not in err
     assert "error: cannot save the state file" in err
+    assert "%s.tmp: Is a directory" % kubelogexporter.STATE_FILENAME in err  # the file the error is about
 
 
 def test_sigterm_is_acted_on_while_the_queue_is_full(cluster, apiserver, service_account, tmp_path):

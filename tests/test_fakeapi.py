@@ -517,6 +517,28 @@ def test_throttle_and_fail(web, api, apiserver):
     assert api.request(log_path("ns", "web"))[0] == 200
 
 
+def test_redirect_hang_trickle_and_loop_continue(cluster, web, api, apiserver):
+    apiserver.faults.redirect("https://elsewhere:6443/api/v1/pods", status=302)
+    status, headers, body = api.request("/api/v1/pods")
+    assert (status, headers["Location"], body) == (302, "https://elsewhere:6443/api/v1/pods", b"moved\n")
+    apiserver.faults.trickle(0.01, after_bytes=340, path_contains="/version")
+    started = time.monotonic()
+    status, _, body = api.request("/version")
+    assert status == 200 and json.loads(body)["major"] == "1" and time.monotonic() - started > 0.1  # 10 ms a byte
+    cluster.add_pod("ns", "other")
+    status, first = api.json("/api/v1/pods?limit=1")
+    apiserver.faults.loop_continue()
+    token = first["metadata"]["continue"]
+    status, page = api.json("/api/v1/pods?limit=1&continue=" + token)
+    assert status == 200 and page["metadata"]["continue"] == token
+    apiserver.faults.hang(path_contains="/version")
+    conn = api.connect()
+    conn.timeout = 0.2
+    with pytest.raises(socket.timeout):
+        api.request("/version", conn=conn)
+    conn.close()
+
+
 def test_before_mid_and_error_tail(web, api, apiserver):
     apiserver.faults.before_log(lambda ns, pod, c, q: web.delete_pod(ns, pod))
     assert api.json(log_path("ns", "web"))[0] == 404

@@ -355,3 +355,23 @@ def test_error_text_in_the_middle_of_a_body_is_reported_not_archived(cluster, ap
         ("shop/web/app", "the kubelet reported: failed to read the log: rotated")]
     text = (export.output / "shop" / "web" / "app.log").read_bytes()
     assert b"failed to read" not in text and text.endswith(b" two\n") and text.count(b" one\n") == 1
+
+
+def test_a_trickling_body_is_stalled_retried_once_then_failed_while_the_others_finish(
+        cluster, apiserver, service_account, tmp_path):
+    for name in ("slow", "fine"):
+        cluster.add_pod("shop", name)
+        cluster.append_log("shop", name, "app", ["%s line %d %s" % (name, i, "x" * 60) for i in range(50)])
+        cluster.pod("shop", name).containers["app"].current.started_at -= 3600 * NS  # one request each
+    apiserver.faults.trickle(0.05, path_contains="/pods/slow/log", after_bytes=700, times=2)  # then a byte every 50 ms
+    client = KubeClient.from_service_account(server=apiserver.url, account_dir=service_account, environ={},
+                                             timeout=0.5, backoff=0.01)
+    started = time.monotonic()
+    result = export_logs(tmp_path / "logs", client=client)
+    assert time.monotonic() - started < 10
+    assert [(f["container"], "stalled" in f["reason"]) for f in result.failed] == [("shop/slow/app", True)]
+    assert (tmp_path / "logs" / "shop" / "fine" / "app.log").read_bytes() == cluster.log_bytes("shop", "fine", "app")
+    slow = (tmp_path / "logs" / "shop" / "slow" / "app.log").read_bytes()
+    assert cluster.log_bytes("shop", "slow", "app").startswith(slow) and slow[-1:] in (b"", b"\n")  # whole lines
+    assert export_logs(tmp_path / "logs", server=apiserver.url, account_dir=service_account, environ={}).ok
+    assert (tmp_path / "logs" / "shop" / "slow" / "app.log").read_bytes() == cluster.log_bytes("shop", "slow", "app")
