@@ -334,6 +334,10 @@ class FakeCluster:
         self._event_base = 0                # seq of _events[0]
         self._evicted_rv = 0                # rv of the newest dropped event: the oldest RV still watchable
         self._last_state: Dict[Tuple[str, str], Tuple[dict, tuple]] = {}  # pod -> (obj, match) of its last event
+        # Kubernetes Events (events.k8s.io/v1), apart from the pod watch history above.
+        self.k8s_events: Dict[Tuple[str, str], dict] = {}  # (namespace, name) -> Event object
+        self._k8s_event_history: deque = deque(maxlen=10_000)  # (rv, type, namespace, object), oldest first
+        self._k8s_event_compacted = 0  # rv of the newest event change dropped: older watches get 410
 
     # -- helpers (call with the lock held)
     def _bump(self) -> int:
@@ -534,6 +538,59 @@ class FakeCluster:
             c.current.finished_at, c.current.exit_code = self.clock(), exit_code
             self._touch(c.pod)
 
+    # -- Kubernetes Events (events.k8s.io/v1)
+    def _event_changed(self, etype: str, obj: dict) -> None:
+        obj["metadata"]["resourceVersion"] = str(self._bump())
+        if len(self._k8s_event_history) == self._k8s_event_history.maxlen:
+            self._k8s_event_compacted = self._k8s_event_history[0][0]
+        self._k8s_event_history.append((self._rv, etype, obj["metadata"]["namespace"], json.loads(json.dumps(obj))))
+
+    def add_event(self, namespace, *, reason, note="", regarding=None, type="Normal", name=None,
+                  action="") -> str:
+        """A new Event about pod `regarding` (a name) or nothing; returns its name."""
+        with self.lock:
+            self.add_namespace(namespace)
+            now = self.clock()
+            name = name or f"{regarding or namespace}.{uuid.uuid4().hex[:16]}"
+            if (namespace, name) in self.k8s_events:
+                raise ValueError(f"event {namespace}/{name} already exists")
+            obj = {"kind": "Event", "apiVersion": "events.k8s.io/v1",
+                   "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                                "creationTimestamp": _rfc3339_seconds(now),
+                                "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+                   "eventTime": format_ts(now, "fixed")[:-4] + "Z",  # MicroTime
+                   "reportingController": "kubelet", "reportingInstance": "node-1",
+                   "action": action or reason, "reason": reason, "note": note, "type": type}
+            if regarding:
+                pod = self._pods.get((namespace, regarding))
+                obj["regarding"] = {"kind": "Pod", "namespace": namespace, "name": regarding, "apiVersion": "v1",
+                                    "uid": pod.uid if pod else ""}
+            self.k8s_events[(namespace, name)] = obj
+            self._event_changed("ADDED", obj)
+            return name
+
+    def repeat_event(self, namespace, name) -> None:
+        """The event happened again: its series count goes up (a new resourceVersion)."""
+        with self.lock:
+            obj = self.k8s_events[(namespace, name)]
+            series = obj.setdefault("series", {"count": 1})
+            series["count"] += 1
+            series["lastObservedTime"] = format_ts(self.clock(), "fixed")[:-4] + "Z"
+            self._event_changed("MODIFIED", obj)
+
+    def delete_event(self, namespace, name) -> None:
+        """The event's TTL ran out (one hour by default)."""
+        with self.lock:
+            obj = self.k8s_events.pop((namespace, name))
+            self._event_changed("DELETED", obj)
+
+    def compact_event_history(self) -> None:
+        """Event watches from any resourceVersion seen so far get 410 Expired."""
+        with self.lock:
+            if self._k8s_event_history:
+                self._k8s_event_compacted = self._k8s_event_history[-1][0]
+            self._k8s_event_history.clear()
+
     # -- what the API serves (lock held by caller)
     def _namespace_json(self, name) -> dict:
         uid, created, rv = self._namespaces[name]
@@ -593,10 +650,10 @@ def authorizer_from_rbac(objects: Iterable[dict]) -> Callable[..., bool]:
             return s.get("name") in groups
         return False
 
-    def rule_allows(r: dict, verb, resource, subresource, name) -> bool:
+    def rule_allows(r: dict, verb, resource, subresource, name, group="") -> bool:
         if not ({"*", verb} & set(r.get("verbs") or [])):
             return False
-        if not ({"*", ""} & set(r.get("apiGroups") or [])):
+        if not ({"*", group} & set(r.get("apiGroups") or [])):
             return False
         full = f"{resource}/{subresource}" if subresource else resource
         res = set(r.get("resources") or [])
@@ -605,13 +662,13 @@ def authorizer_from_rbac(objects: Iterable[dict]) -> Callable[..., bool]:
         names = r.get("resourceNames") or []
         return not names or name in names
 
-    def authorize(user, verb, resource, subresource, namespace, name=None) -> bool:
+    def authorize(user, verb, resource, subresource, namespace, name=None, group="") -> bool:
         groups = groups_of(user)
         for scope, subjects, rules in grants:
             if scope is not None and scope != namespace:
                 continue
             if any(subject_matches(s, user, groups, scope) for s in subjects) and \
-                    any(rule_allows(r, verb, resource, subresource, name) for r in rules):
+                    any(rule_allows(r, verb, resource, subresource, name, group) for r in rules):
                 return True
         return False
 
@@ -744,6 +801,17 @@ class FaultPlan:
 
     def fail(self, status=500, times=1, path_contains="", message=None) -> None:
         self._add("fail", times, status=status, path_contains=path_contains, message=message)
+
+    def kubelet_unreachable(self, times=1, path_contains="") -> None:
+        """A log request whose kubelet does not answer: what kube-apiserver then says (500, a Status
+        with no reason, Go's dial error), as seen against v1.36 with the kubelet stopped."""
+        self._add("unreachable", times, path_contains=path_contains)
+
+    def rbac_not_synced(self, times=1) -> None:
+        """Log requests answered 403 Forbidden although RBAC allows them: what kube-apiserver v1.36 does
+        after a restart with requests that reach it before its RBAC cache has synced (seen held up to ~3 s,
+        then 403 with "...: RBAC: [clusterrole.rbac.authorization.k8s.io "..." not found, ...]")."""
+        self._add("rbac_not_synced", times)
 
     def expire_continue(self, times=1) -> None:
         self._add("expire", times)
@@ -1108,14 +1176,16 @@ class FakeAPIServer:
             raise _APIError(401, "Unauthorized", "Unauthorized")
         return user
 
-    def _check(self, user, verb, resource, sub, ns, name=None) -> None:
+    def _check(self, user, verb, resource, sub, ns, name=None, group="") -> None:
         fn = self.authorize
         try:
             params = inspect.signature(fn).parameters
             wants_name = "name" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+            wants_group = "group" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
         except (TypeError, ValueError):
-            wants_name = False
-        ok = fn(user, verb, resource, sub, ns, name=name) if wants_name else fn(user, verb, resource, sub, ns)
+            wants_name = wants_group = False
+        extra = {"group": group} if group and wants_group else {}  # core-group checks: the old call
+        ok = fn(user, verb, resource, sub, ns, name=name, **extra) if wants_name else fn(user, verb, resource, sub, ns)
         if ok:
             return
         who = f'{resource} "{name}"' if name else resource
@@ -1123,7 +1193,7 @@ class FakeAPIServer:
         scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
         details = {"name": name, "kind": resource} if name else {"kind": resource}
         raise _APIError(403, "Forbidden",
-                        f'{who} is forbidden: User "{user}" cannot {verb} resource "{res}" in API group "" {scope}',
+                        f'{who} is forbidden: User "{user}" cannot {verb} resource "{res}" in API group "{group}" {scope}',
                         details)
 
     def _server_faults(self, h, rec, target: str, is_log: bool) -> bool:
@@ -1138,6 +1208,26 @@ class FakeAPIServer:
             else:
                 self._send_status(h, rec, 429, "TooManyRequests", "Too many requests, please try again later.",
                                   {"retryAfterSeconds": a["retry_after"]}, hdr)
+            return True
+        for a in self.faults._take("rbac_not_synced") if is_log else ():
+            parts = target.split("?", 1)[0].split("/")  # /api/v1/namespaces/<ns>/pods/<pod>/log
+            scheme, _, token = h.headers.get("Authorization", "").partition(" ")
+            user = self.tokens.get(token.strip(), "system:anonymous")
+            self._send_status(h, rec, 403, "Forbidden",
+                              f'pods "{parts[6]}" is forbidden: User "{user}" cannot get resource "pods/log" in API '
+                              f'group "" in the namespace "{parts[4]}"', {"name": parts[6], "kind": "pods"})
+            return True
+        for a in self.faults._take("unreachable", match) if is_log else ():
+            # pods/log proxies to https://<node InternalIP>:<kubelet port>/containerLogs/<ns>/<pod>/<container>
+            parts = target.split("?", 1)[0].split("/")  # /api/v1/namespaces/<ns>/pods/<pod>/log
+            q = parse_qs(target.partition("?")[2])
+            kq = "&".join(f"{k}={q[k][0]}" for k in ("follow", "previous", "timestamps", "sinceTime", "tailLines")
+                          if k in q)
+            url = f"https://127.0.0.1:10250/containerLogs/{parts[4]}/{parts[6]}/{(q.get('container') or [''])[0]}"
+            obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": f'Get "{url}{"?" + kq if kq else ""}": dial tcp 127.0.0.1:10250: connect: '
+                              "connection refused", "code": 500}
+            self._send(h, rec, 500, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
             return True
         for a in self.faults._take("fail", match):
             code = a["status"]
@@ -1214,6 +1304,12 @@ class FakeAPIServer:
                 if len(rest) == 5 and rest[4] == "log":
                     self._check(user, "get", "pods", "log", ns, rest[3])
                     return self._pod_log(h, rec, q, ns, rest[3])
+        if parts[:3] == ["apis", "events.k8s.io", "v1"] and (
+                parts[3:] == ["events"] or (len(parts) == 6 and parts[3] == "namespaces" and parts[5] == "events")):
+            ns = parts[4] if len(parts) == 6 else None
+            verb = "watch" if _bool(q, "watch") else "list"
+            self._check(user, verb, "events", "", ns or "", group="events.k8s.io")
+            return self._watch_k8s_events(h, rec, q, ns) if verb == "watch" else self._list_k8s_events(h, rec, q, ns)
         empty = _empty_list_kind(parts)
         if empty:  # what `kubectl cluster-info dump` lists besides pods: always none here
             group, kind, resource, ns = empty
@@ -1282,6 +1378,82 @@ class FakeAPIServer:
             return self._send_json(h, rec, _table(resource, items, meta, q, self.cluster.clock()))
         kind = "PodList" if resource == "pods" else "NamespaceList"
         self._send_json(h, rec, {"kind": kind, "apiVersion": "v1", "metadata": meta, "items": items})
+
+    # -- Kubernetes Events (events.k8s.io/v1): list (paged) and watch
+    def _list_k8s_events(self, h, rec, q, ns) -> None:
+        limit = _int(q, "limit") or 0
+        token = _one(q, "continue")
+        start_after = None
+        if token:
+            try:
+                start_after = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["start"]
+            except (ValueError, KeyError, TypeError):
+                raise _bad_request(f"continue key is not valid: {token}")
+        with self.cluster.lock:
+            keys = sorted(f"{k[0]}/{k[1]}" for k in self.cluster.k8s_events if ns is None or k[0] == ns)
+            match = [k for k in keys if start_after is None or k > start_after]
+            page = match[:limit] if limit else match
+            items = [json.loads(json.dumps(self.cluster.k8s_events[tuple(k.split("/", 1))])) for k in page]
+            meta: dict = {"resourceVersion": str(self.cluster._rv)}
+        if limit and len(match) > limit:
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps({"start": page[-1]}).encode()).decode().rstrip("=")
+        self._send_json(h, rec, {"kind": "EventList", "apiVersion": "events.k8s.io/v1", "metadata": meta,
+                                 "items": items})
+
+    def _watch_k8s_events(self, h, rec, q, ns) -> None:
+        """Event watch from a resourceVersion: ADDED / MODIFIED / DELETED lines, 410 when compacted."""
+        try:
+            rv = int(_one(q, "resourceVersion") or "0")
+        except ValueError:
+            raise _bad_request("invalid resource version")
+        timeout = _int(q, "timeoutSeconds")
+        deadline = time.monotonic() + timeout if timeout and timeout > 0 else None
+        cl = self.cluster
+        with self._lock:
+            self.active_watches += 1
+        try:
+            rec.status = 200
+            h.wfile.write((f"HTTP/1.1 200 OK\r\nDate: {h.date_time_string()}\r\nCache-Control: no-cache, private\r\n"
+                           "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+
+            def send(obj: dict) -> None:
+                line = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+                rec.bytes_sent += len(line)
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+
+            def expired() -> None:
+                send({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                  "message": f"too old resource version: {rv}", "reason": "Expired",
+                                                  "code": 410}})
+                h.wfile.write(b"0\r\n\r\n")
+
+            if rv and rv < cl._k8s_event_compacted:
+                return expired()
+            next_live = time.monotonic() + 1.0
+            while True:
+                with cl.changed:
+                    while True:
+                        if rv < cl._k8s_event_compacted:  # compacted under an open watch: what it missed is gone
+                            return expired()
+                        if self._stopping or (deadline is not None and time.monotonic() >= deadline):
+                            h.wfile.write(b"0\r\n\r\n")
+                            return
+                        new = [e for e in cl._k8s_event_history if e[0] > rv and (ns is None or e[2] == ns)]
+                        if new:
+                            rv = new[-1][0]
+                            break
+                        if time.monotonic() >= next_live:
+                            if self._client_gone(h):
+                                h.close_connection = True
+                                return
+                            next_live = time.monotonic() + 1.0
+                        cl.changed.wait(0.2)
+                for _, etype, _, obj in new:
+                    send({"type": etype, "object": obj})
+        finally:
+            with self._idle:
+                self.active_watches -= 1
+                self._idle.notify_all()
 
     # -- watch
     def _watch(self, h, rec, q, ns) -> None:

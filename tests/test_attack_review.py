@@ -1,0 +1,593 @@
+"""Adversarial review: attempts to break "every line on disk exactly once"."""
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from conftest import ROOT, cli_args
+from fakeapi import NS
+
+import kubelogexporter as kle
+
+T0 = 1795946400 * NS  # 2026-11-29T10:00:00Z
+
+
+def texts(path):
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return [ln.split(b" ", 1)[1].decode() for ln in data.splitlines()]
+
+
+def on_requests(apiserver, handler):
+    """Call handler(n, query) before each log request (n counts from 1)."""
+    count = [0]
+
+    def callback(ns, pod, container, q):
+        count[0] += 1
+        handler(count[0], q)
+
+    apiserver.faults.before_log(callback, times=None)
+    return count
+
+
+def is_previous(q):
+    return q.get("previous", ["false"])[0] == "true"
+
+
+# 1. An instance read with nothing new leaves the record naming the *listed* instance for a line that lives in
+#    the previous one; the next restart then reports a gap that is not there.
+def test_no_false_gap_after_a_restart_whose_new_instance_was_empty(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)])
+    assert export().ok
+    cluster.restart_container("shop", "web", "app")  # instance 1, empty at the next run
+    r = export()
+    assert r.ok and r.gaps == []
+    state = json.loads((export.output / kle.STATE_FILENAME).read_text())
+    rec = next(iter(state["containers"].values()))
+    print("record after run 2:", rec)
+    cluster.append_log("shop", "web", "app", ["i1 %d" % i for i in range(5)])
+    cluster.restart_container("shop", "web", "app")  # instance 2
+    cluster.append_log("shop", "web", "app", ["i2 %d" % i for i in range(5)])
+    r = export()
+    assert texts(export.output / "shop/web/app.log") == ["i%d %d" % (k, i) for k in range(3) for i in range(5)]
+    assert r.gaps == [], r.gaps
+
+
+# 2. Young container: previous=true answers 400, then the container restarts before the current request.
+#    The listed instance's lines are never read; the new instance is recorded under the old number.
+def test_young_container_restarting_between_the_previous_400_and_the_current_request(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")  # started now: the young path asks previous=true first
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)])
+
+    def handler(n, q):
+        if n == 2 and not is_previous(q):  # after the 400 on previous=true
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 0"], at=T0 + 100 * NS)
+
+    on_requests(apiserver, handler)
+    r1 = export()
+    apiserver.faults.clear()
+    print("run 1:", r1.to_dict())
+    cluster.append_log("shop", "web", "app", ["i1 1"])
+    r2 = export()
+    print("run 2:", r2.gaps)
+    got = texts(export.output / "shop/web/app.log")
+    assert got == ["i0 %d" % i for i in range(5)] + ["i1 0", "i1 1"], got
+
+
+# 2b. Same, followed by one more restart: the wrong instance number makes the next run read the previous
+#     instance whole: its lines are written twice.
+def test_young_restart_race_then_one_restart_duplicates(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)])
+
+    def handler(n, q):
+        if n == 2 and not is_previous(q):
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 0"], at=T0 + 100 * NS)
+
+    on_requests(apiserver, handler)
+    export()
+    apiserver.faults.clear()
+    cluster.append_log("shop", "web", "app", ["i1 1"])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["i2 0"])
+    r = export()
+    print("gaps:", r.gaps)
+    got = texts(export.output / "shop/web/app.log")
+    assert len(got) == len(set(got)), " | ".join(got)
+
+
+# 3. A gap's follow-up read is cut, and the log rotates again before its resume: _AnchorMissing escapes
+#    from inside _execute's except clause.
+def test_cut_then_rotation_inside_a_gap_read(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["a %d" % i for i in range(5)])
+    assert export().ok
+    cluster.rotate_log("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["b %d %s" % (i, "x" * 500) for i in range(100)], at=T0 + 100 * NS)
+
+    def handler(n, q):
+        print("request", n, dict(q))
+        if n == 3:  # the gap's read of the current instance: cut it after some lines
+            apiserver.faults.cut_log(at_byte=40000)
+        if n == 4:  # its resume: the log rotated again meanwhile
+            cluster.rotate_log("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["c %d" % i for i in range(5)], at=T0 + 200 * NS)
+
+    on_requests(apiserver, handler)
+    r = export()
+    print(r.to_dict())
+    assert r.failed == [], r.failed
+    assert len(r.gaps) == 2
+
+
+# 4. --gzip: a kill while a torn member is being salvaged (after its truncate, before the rewrite is closed)
+#    takes back lines that were on disk.
+def test_gzip_salvage_killed_in_the_middle_takes_back_lines(cluster, apiserver, service_account, tmp_path):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a %d" % i for i in range(20)])
+    out = tmp_path / "logs"
+    args = cli_args(apiserver, service_account, out) + ["--gzip"]
+    assert subprocess.run([sys.executable, str(ROOT / "kubelogexporter.py")] + args).returncode == 0
+    path = out / "shop/web/app.log.gz"
+    # a killed run left a torn member with complete lines in it
+    member = gzip.compress(b"".join(b"%s b %d\n" % (kle._format_ts(T0 + NS * 50 + i).encode(), i)
+                                    for i in range(20)))
+    with open(path, "ab") as f:
+        f.write(member[:-8])  # no trailer: unfinished
+    code = ("import os, signal, sys, kubelogexporter as k\n"
+            "orig = k._OutputFile.checkpoint\n"
+            "def cp(self):\n"
+            "    import traceback\n"
+            "    if any(f.name == '_salvage_member' for f in traceback.extract_stack()):\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return orig(self)\n"
+            "k._OutputFile.checkpoint = cp\n"
+            "sys.exit(k.main(sys.argv[1:]))\n")
+    before = gzip.GzipFile(fileobj=open(path, "rb"))
+    try:
+        before.read()
+    except EOFError:
+        pass
+    proc = subprocess.run([sys.executable, "-c", code] + args, cwd=ROOT)
+    assert proc.returncode == -signal.SIGKILL
+    d = zlib.decompressobj(31)
+    data, raw = b"", path.read_bytes()
+    while raw:
+        data += d.decompress(raw)
+        raw = d.unused_data
+        if not d.eof:
+            break
+        d = zlib.decompressobj(31)
+    assert b" b 19\n" in data, data[-200:]
+
+
+def test_cut_then_rotation_inside_a_gap_read_the_first_gap_is_never_reported(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["a %d" % i for i in range(5)])
+    assert export().ok
+    cluster.rotate_log("shop", "web", "app")  # gap 1: lines between a 4 and b 0 (none here, but reported)
+    cluster.append_log("shop", "web", "app", ["b %d %s" % (i, "x" * 500) for i in range(100)], at=T0 + 100 * NS)
+
+    def handler(n, q):
+        if n == 3:
+            apiserver.faults.cut_log(at_byte=40000)
+        if n == 4:
+            cluster.rotate_log("shop", "web", "app")  # gap 2
+            cluster.append_log("shop", "web", "app", ["c %d" % i for i in range(5)], at=T0 + 200 * NS)
+
+    on_requests(apiserver, handler)
+    r1 = export()
+    apiserver.faults.clear()
+    r2 = export()
+    gaps = [g["since"] for g in r1.gaps + r2.gaps]
+    print("run1 failed:", r1.failed, "\ngaps:", gaps)
+    assert "2026-11-29T10:00:00.004000000Z" in gaps  # the rotation after a 4
+
+
+# 5. The current instance's first line is longer than the buffer and cut in the middle: the resume looks for the
+#    previous instance's last line in the current instance and reports a gap that is not there.
+def test_long_first_line_of_the_new_instance_cut_in_the_middle(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["L" * (3 << 20), "i1 after"], at=T0 + 10 * NS)
+
+    def handler(n, q):
+        if not is_previous(q) and n == 2:
+            apiserver.faults.cut_log(at_byte=(3 << 20) // 2)
+
+    on_requests(apiserver, handler)
+    r = export()
+    assert r.ok, r.failed
+    got = texts(export.output / "shop/web/app.log")
+    assert got == ["i0 %d" % i for i in range(5)] + ["L" * (3 << 20), "i1 after"]
+    assert r.gaps == [], r.gaps
+
+
+# 6. Restart right after the listing of a container that already has a previous instance (first export).
+def test_restart_after_listing_with_a_previous_instance_first_export(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(3)])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["i1 %d" % i for i in range(3)])
+
+    def handler(n, q):
+        if n == 1:
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i2 %d" % i for i in range(3)])
+
+    on_requests(apiserver, handler)
+    r1 = export()
+    apiserver.faults.clear()
+    print("run1:", r1.gaps, r1.failed)
+    cluster.append_log("shop", "web", "app", ["i2 more"])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["i3 0"])
+    r2 = export()
+    print("run2:", r2.gaps, r2.failed)
+    got = texts(export.output / "shop/web/app.log")
+    assert len(got) == len(set(got)), " | ".join(got)
+
+
+# 7. A pod recreated under the same name on a node whose clock is a few seconds behind.
+def test_pod_recreated_under_the_same_name_on_a_node_a_few_seconds_behind(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["old %d" % i for i in range(3)], at=T0 + 100 * NS)
+    assert export().ok
+    cluster.delete_pod("shop", "web")
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["new %d" % i for i in range(3)], at=T0 + 95 * NS)
+    r = export()
+    print(r.gaps, r.failed)
+    assert texts(export.output / "shop/web/app.log") == ["old %d" % i for i in range(3)] + ["new %d" % i for i in range(3)]
+
+
+# 8. A version-1 state file resumes exactly.
+def test_version_1_state(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a %d" % i for i in range(5)], step_ns=0)  # a run of equal times
+    assert export().ok
+    sp = export.output / kle.STATE_FILENAME
+    st = json.loads(sp.read_text())
+    for rec in st["containers"].values():
+        rec["count"] = rec.pop("run"); rec["restarts"] = rec.pop("instance"); rec.pop("crc")
+        for k in ("held", "final", "id", "seen"):
+            rec.pop(k)
+    for rec in st["files"].values():
+        rec["count"] = rec.pop("run"); rec.pop("crc"); rec.pop("ino")
+    st["version"] = 1
+    sp.write_text(json.dumps(st))
+    cluster.append_log("shop", "web", "app", ["b %d" % i for i in range(5)], step_ns=0)
+    r = export()
+    assert r.ok and r.gaps == []
+    assert (export.output / "shop/web/app.log").read_bytes() == cluster.log_bytes("shop", "web", "app")
+
+
+import random
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("FUZZ", "12"))))
+@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, export, seed, mode):
+    rng = random.Random(seed)
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    t = T0
+    instances = []  # bodies of finished instances
+    n = 0
+    gaps = []
+    LOG = []
+    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
+    for run in range(8):
+        for _ in range(rng.randrange(0, 4)):
+            k = rng.randrange(1, 60)
+            stamps = []
+            for i in range(k):
+                r = rng.random()
+                if r < 0.4:
+                    pass  # equal time
+                elif r < 0.5:
+                    stamps.append(t - rng.randrange(1, 900_000_000)); n += 1; continue  # racing, within 1 s
+                else:
+                    t += rng.randrange(1, 2 * NS)
+                stamps.append(t)
+            texts_ = ["l%d %s" % (n + i, "x" * rng.randrange(0, 300)) for i in range(len(stamps))]
+            n += len(stamps)
+            cluster.append_log("shop", "web", "app", texts_, timestamps=stamps)
+        if rng.random() < 0.25 and run:
+            instances.append(cluster.log_bytes("shop", "web", "app")); LOG.append("R")
+            cluster.restart_container("shop", "web", "app")
+            cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+            t += NS
+        r_cuts = []
+        for _ in range(rng.randrange(0, 3)):
+            r_cuts.append(rng.randrange(1, 40000))
+            apiserver.faults.cut_log(at_byte=r_cuts[-1])
+        LOG.append(("run", run, "restarted" if instances and len(instances) != LOG.count("R") else "", r_cuts))
+        r = export(**opts)
+        LOG.append(("gaps", [g["since"] for g in r.gaps]))
+        sf = export.output / kle.STATE_FILENAME
+        LOG.append(("rec", json.loads(sf.read_text())["containers"] if sf.exists() else None))
+        LOG.append(("req", [(q.query.get("previous"), q.query.get("sinceTime"), q.status) for q in apiserver.log_requests()]))
+        apiserver.requests.clear()
+        LOG.append(("restarts", cluster.pod("shop", "web").containers["app"].restart_count))
+        apiserver.faults.clear()
+        assert r.failed == [], (run, r.failed)
+        gaps += r.gaps
+    expect = b"".join(instances) + cluster.log_bytes("shop", "web", "app")
+    path = export.output / "shop" / "web" / ("app.log.gz" if mode == "gz" else "app.log")
+    got = path.read_bytes()
+    if mode == "gz":
+        got = gzip.decompress(got)
+    if mode == "nots":
+        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
+    if got != expect:
+        import difflib
+        a = [l[:60] for l in expect.decode().splitlines()]; b = [l[:60] for l in got.decode().splitlines()]
+        print("\n".join(list(difflib.unified_diff(a, b, lineterm="", n=3))[:60]))
+        print("LOG\n" + "\n".join(map(str, LOG)))
+    assert got == expect
+    assert gaps == []
+
+
+# 9. held=False (the newest instance was read empty) and a restart between the listing and the request:
+#    the listed instance's lines are never read, and the next run doubles the new instance's lines.
+def test_restart_after_listing_when_the_record_is_not_held(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 0"])
+    assert export().ok
+    cluster.append_log("shop", "web", "app", ["i0 1"])
+    cluster.restart_container("shop", "web", "app")  # instance 1, empty
+    assert export().ok  # writes i0 1, reads instance 1 empty: held=False
+    cluster.append_log("shop", "web", "app", ["i1 0"])
+
+    def handler(n, q):
+        if n == 1:
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i2 0"])
+
+    on_requests(apiserver, handler)
+    r3 = export()
+    apiserver.faults.clear()
+    r4 = export()
+    print("gaps:", r3.gaps, r4.gaps)
+    got = texts(export.output / "shop/web/app.log")
+    assert got == ["i0 0", "i0 1", "i1 0", "i2 0"], got
+
+
+# 10. One restart between runs, and one more between the listing and the request.
+def test_restart_between_runs_and_again_after_the_listing(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 0"])
+    assert export().ok
+    cluster.append_log("shop", "web", "app", ["i0 1"])
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["i1 0"])
+
+    def handler(n, q):
+        if n == 1:
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i2 0"])
+
+    on_requests(apiserver, handler)
+    r = export()
+    apiserver.faults.clear()
+    cluster.append_log("shop", "web", "app", ["i2 1"])
+    r2 = export()
+    print("gaps:", r.gaps, r2.gaps)
+    got = texts(export.output / "shop/web/app.log")
+    assert len(got) == len(set(got)), " | ".join(got)
+
+
+# 11. (found by the fuzz) held=False, then one restart: the plan's previous read is a since-read with search
+#     off, so nothing stops it; check what is lost.
+def test_not_held_then_one_restart(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 0"])
+    assert export().ok
+    cluster.append_log("shop", "web", "app", ["i0 1"])
+    cluster.restart_container("shop", "web", "app")  # instance 1, empty at the next run
+    assert export().ok  # writes i0 1; instance 1 read empty: held=False, instance=1
+    print(json.loads((export.output / kle.STATE_FILENAME).read_text())["containers"])
+    cluster.append_log("shop", "web", "app", ["i1 %d" % i for i in range(3)], at=T0 + 10 * NS)
+    cluster.restart_container("shop", "web", "app")  # instance 2
+    cluster.append_log("shop", "web", "app", ["i2 0"], at=T0 + 20 * NS)
+    r = export()
+    print("requests:", [(q.query.get("previous"), q.query.get("sinceTime")) for q in apiserver.log_requests()][-3:])
+    print("gaps:", r.gaps)
+    got = texts(export.output / "shop/web/app.log")
+    assert got == ["i0 0", "i0 1", "i1 0", "i1 1", "i1 2", "i2 0"], got
+
+
+# 12. (reduced from the fuzz) An empty new instance at a run, then ordinary restarts between runs: the instance
+#     number drifts upward (_after_missing_line's shift=1) until a not-held record skips a whole instance.
+def test_instance_number_drift_loses_a_whole_instance(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    c = cluster.pod("shop", "web").containers["app"]
+    cluster.append_log("shop", "web", "app", ["i0 0"])
+    recs = []
+
+    def run():
+        r = export()
+        rec = next(iter(json.loads((export.output / kle.STATE_FILENAME).read_text())["containers"].values()))
+        recs.append((c.restart_count, rec["instance"], rec["held"], [g["since"] for g in r.gaps]))
+        assert r.failed == [], r.failed
+
+    run()
+    cluster.restart_container("shop", "web", "app")  # instance 1, empty at the next run
+    run()
+    cluster.append_log("shop", "web", "app", ["i1 0"], at=T0 + 10 * NS)
+    run()
+    cluster.restart_container("shop", "web", "app")  # instance 2, empty at the next run
+    run()
+    cluster.append_log("shop", "web", "app", ["i2 0", "i2 1"], at=T0 + 20 * NS)
+    cluster.restart_container("shop", "web", "app")  # instance 3
+    cluster.append_log("shop", "web", "app", ["i3 0"], at=T0 + 30 * NS)
+    run()
+    print("(restartCount, recorded instance, held, gaps) per run:", recs)
+    got = texts(export.output / "shop/web/app.log")
+    assert got == ["i0 0", "i1 0", "i2 0", "i2 1", "i3 0"], got
+
+
+import time
+from conftest import wait_for
+
+
+@pytest.fixture
+def follow(apiserver, service_account, tmp_path, monkeypatch):
+    import contextlib, threading
+    monkeypatch.setattr(kle, "IDLE_RELEASE_SECONDS", 0.2)
+    monkeypatch.setattr(kle, "CHECKPOINT_SECONDS", 0.2)
+    output = tmp_path / "logs"
+    outcome = {}
+
+    @contextlib.contextmanager
+    def running(**options):
+        stop = threading.Event()
+        options.setdefault("backoff", 0.01)
+
+        def target():
+            outcome["result"] = kle.export_logs(output, server=apiserver.url, account_dir=service_account,
+                                                environ={}, follow=True, stop_event=stop, **options)
+        thread = threading.Thread(target=target)
+        thread.start()
+        try:
+            yield outcome
+        finally:
+            stop.set()
+            thread.join(15)
+    running.output = output
+    return running
+
+
+# 13. Follow mode, then batch: quiet instances between restarts, racing equal stamps at the hand-over.
+def test_follow_quiet_restarts_then_batch(cluster, apiserver, follow, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 0"])
+    path = follow.output / "shop/web/app.log"
+    with follow() as out:
+        wait_for(lambda: path.exists() and path.read_bytes().endswith(b" i0 0\n"))
+        cluster.restart_container("shop", "web", "app")  # instance 1 stays empty
+        time.sleep(1.0)
+        cluster.append_log("shop", "web", "app", ["i1 0"], at=T0 + 10 * NS)
+        wait_for(lambda: path.read_bytes().endswith(b" i1 0\n"))
+        cluster.restart_container("shop", "web", "app")  # instance 2 empty
+        time.sleep(1.0)
+    print("follow:", out["result"].gaps, out["result"].failed)
+    cluster.append_log("shop", "web", "app", ["i2 0", "i2 1"], at=T0 + 20 * NS)
+    cluster.restart_container("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["i3 0"], at=T0 + 30 * NS)
+    r = export()
+    print("batch:", r.gaps, r.failed)
+    assert texts(path) == ["i0 0", "i1 0", "i2 0", "i2 1", "i3 0"]
+
+
+# 14. A long line cut in the middle, then rotation before the resume.
+@pytest.mark.parametrize("gz", [False, True])
+def test_long_line_cut_then_rotation(cluster, apiserver, export, gz):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["a %d" % i for i in range(3)])
+    cluster.append_log("shop", "web", "app", ["L" * (3 << 20)])
+
+    def handler(n, q):
+        if n == 1:
+            apiserver.faults.cut_log(at_byte=2 << 20)
+        if n == 2:
+            cluster.rotate_log("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["b 0"], at=T0 + 50 * NS)
+
+    on_requests(apiserver, handler)
+    r = export(gzip=gz)
+    print(r.gaps, r.failed)
+    got = texts(export.output / ("shop/web/app.log.gz" if gz else "shop/web/app.log"))
+    assert got == ["a 0", "a 1", "a 2", "b 0"]
+    assert len(r.gaps) == 1
+
+
+# 15. An empty log, then a restart right after the listing (young path), then lines.
+def test_empty_young_log_restart_after_listing(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+
+    def handler(n, q):
+        if n == 1:
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 0"], at=T0 + 50 * NS)
+
+    on_requests(apiserver, handler)
+    r = export()
+    apiserver.faults.clear()
+    r2 = export()
+    print(r.gaps, r2.gaps)
+    assert texts(export.output / "shop/web/app.log") == ["i1 0"]
+    assert r.gaps == r2.gaps == []
+
+
+# 16. A file whose last line is longer than the 1 MiB tail window, and no state describing it (state lost, a
+#     record pruned, a --no-state run before): _plain_tail reads "no timestamp" where the window starts at its end.
+@pytest.mark.parametrize("torn", [False, True])
+def test_undescribed_file_ending_in_a_long_line(cluster, apiserver, export, torn):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a 0", "L" * (2 << 20)])
+    assert export().ok
+    (export.output / kle.STATE_FILENAME).unlink()  # the state is lost
+    path = export.output / "shop/web/app.log"
+    if torn:
+        with open(path, "ab") as f:
+            f.write(b"2026-11-29T10:00:09.000000000Z torn")
+    cluster.append_log("shop", "web", "app", ["b 0"])
+    r = export()
+    assert r.failed == [], r.failed
+    assert texts(path) == ["a 0", "L" * (2 << 20), "b 0"]
+
+
+def test_no_state_run_then_stateful_run_with_a_long_last_line(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["a 0", "L" * (2 << 20)])
+    assert export().ok
+    assert export(state=False).ok  # replaces the file (new inode): the state no longer describes it
+    cluster.append_log("shop", "web", "app", ["b 0"])
+    r = export()
+    assert r.failed == [], r.failed
+
+
+# 17. A first export killed before its first state save, then a rotation: the file's own anchor is "quiet",
+#     so the lines lost between the kill and the rotation are never reported as a gap.
+def test_first_export_killed_then_rotation_reports_the_gap(cluster, apiserver, service_account, tmp_path):
+    import threading
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["a %d %s" % (i, "x" * 200) for i in range(40000)])
+    body = cluster.log_bytes("shop", "web", "app")
+    release = threading.Event()
+    apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=len(body) // 2)
+    out = tmp_path / "logs"
+    args = [sys.executable, str(ROOT / "kubelogexporter.py")] + cli_args(apiserver, service_account, out) + ["--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    path = out / "shop/web/app.log"
+    from conftest import wait_for
+    wait_for(lambda: path.exists() and path.stat().st_size > 0)
+    proc.kill(); proc.wait(); release.set()
+    apiserver.faults.clear()
+    state = out / kle.STATE_FILENAME
+    print("state after kill:", state.read_text() if state.exists() else None, "file bytes:", path.stat().st_size)
+    cluster.rotate_log("shop", "web", "app")  # the unexported rest of the a lines is gone
+    cluster.append_log("shop", "web", "app", ["b 0"], at=T0 + 3600 * NS)
+    proc = subprocess.run(args, capture_output=True, text=True)
+    result = json.loads(proc.stdout)
+    print("gaps:", result["gaps"])
+    assert texts(path)[-1] == "b 0"
+    assert len(texts(path)) < 40001  # lines were lost...
+    assert result["gaps"] != []       # ...and that must be reported
