@@ -174,7 +174,7 @@ class BenchAPIServer(FakeAPIServer):
         self._capture = threading.local()
         self._index = {}  # (id(cluster), rv, ns) -> _PodIndex
 
-    def _check(self, user, verb, resource, sub, ns, name=None) -> None:
+    def _check(self, user, verb, resource, sub, ns, name=None, *rest, **kw) -> None:
         return None  # every authenticated request is allowed; RBAC is the tests' business
 
     def pod_index(self, ns=None) -> _PodIndex:
