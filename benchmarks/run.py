@@ -705,7 +705,18 @@ class Report:
                         _stat([r.rss_kib / 1024 for r in first], "%.1f"), _stat([r.rss_kib / 1024 for r in again], "%.1f"),
                         self.status(runs)))
                 L.append("")
+                if workload in MANY:
+                    L += self.disturbed_md(workload, case)
         return L
+
+    def disturbed_md(self, workload: str, case: str) -> List[str]:
+        """Say when other processes used the CPUs during the kept runs (this machine is shared)."""
+        busy = [r for r in _ok(self.select(workload, case)) if r.other_cpu > 0.15 * r.wall]
+        if not busy:
+            return []
+        return ["Other processes used the CPUs during %d of these runs: %s." % (len(busy), "; ".join(
+            "%s rep %d%s %.1f CPU s in %.1f s" % (r.tool, r.rep, " " + r.phase if r.phase else "", r.other_cpu, r.wall)
+            for r in busy)), ""]
 
     def many_md(self) -> List[str]:
         """Young pods and tiny pods at scale: the exporter against the floor, with peak RSS."""
@@ -738,6 +749,7 @@ class Report:
                         _stat([r.requests for r in ok], "%d"), _stat([r.connections for r in ok], "%d"), len(runs),
                         self.status(runs)))
                 L.append("")
+                L += self.disturbed_md(workload, case)
         cases = self.cases("scale")
         if len(cases) > 1:
             L += ["### Tiny pods: growth", "", "| pods | floor s | exporter s | × floor | floor peak RSS MiB | "
