@@ -3,6 +3,8 @@
 
     python3 benchmarks/run.py              # full run: BENCHMARKS.md, benchmarks/memory.png, benchmarks/results.json
     python3 benchmarks/run.py --quick      # seconds, for breakage; writes to a temp dir unless --output
+    python3 benchmarks/run.py --workloads young,scale,quiet-scale --tools floor,exporter,curl-parallel \
+        --merge benchmarks/results.json    # only the many-pod workloads, kept with the other rows
 
 Starts tests/fakeapi.py (through benchmarks/server.py) in a process of its own,
 then runs each workload with each tool, as whole processes, several times, in
@@ -44,7 +46,7 @@ GNU_TIME = "/usr/bin/time"
 
 @dataclass
 class Run:
-    workload: str       # large | fanout | quiet
+    workload: str       # large | fanout | quiet | young | scale | quiet-scale
     case: str           # "64 MiB", "2000 pods x 1", ...
     tool: str
     rep: int
@@ -291,13 +293,18 @@ def build_exporter(ctx, out, workload, concurrency=None, extra=()):
 
 
 ALL = ("large", "fanout", "quiet")
+# Many pods, for the exporter against the floor: young pods (started seconds before the run), tiny pods at
+# 2,000 to 50,000, the quiet rerun at 10,000.  The other tools would take minutes here and show nothing new.
+MANY = ("young", "scale", "quiet-scale")
+WORKLOADS = ALL + MANY
+QUIET = ("quiet", "quiet-scale")  # first run, then a rerun with nothing new
 TOOLS = [
     Tool("curl", "curl", ALL, build_curl, _needs("curl", "xargs")),
     Tool("curl-fsync", "curl, then fsync (sync FILE)", ("large",), lambda c, o, w: build_curl(c, o, w, fsync=True),
          _needs("curl", "sync"), reference=True),
-    Tool("curl-parallel", "curl --parallel, one process, keep-alive", ("fanout",), build_curl_parallel,
+    Tool("curl-parallel", "curl --parallel, one process, keep-alive", ("fanout", "scale"), build_curl_parallel,
          _needs("curl"), reference=True),
-    Tool("floor", "http.client keep-alive floor", ALL, build_floor, reference=True),
+    Tool("floor", "http.client keep-alive floor", WORKLOADS, build_floor, reference=True),
     Tool("floor-fsync", "http.client keep-alive floor + fsync", ("large", "fanout"),
          lambda c, o, w: build_floor(c, o, w, fsync=True), reference=True),
     Tool("kubectl-logs", "kubectl logs", ALL, build_kubectl_logs, _needs("kubectl", "xargs"), slow=True),
@@ -306,7 +313,7 @@ TOOLS = [
          lambda: _has_module("kubernetes")),
     Tool("k8s-stream", "kubernetes client, _preload_content=False", ALL,
          lambda c, o, w: build_official(c, o, w, "stream"), lambda: _has_module("kubernetes")),
-    Tool("exporter", "kubelogexporter.py (default: --concurrency 4)", ALL, build_exporter),
+    Tool("exporter", "kubelogexporter.py (default: --concurrency 4)", WORKLOADS, build_exporter),
     Tool("exporter-c8", "kubelogexporter.py --concurrency 8", ALL, lambda c, o, w: build_exporter(c, o, w, 8)),
     Tool("exporter-nostate", "kubelogexporter.py --no-state (diagnostic)", ("fanout",),
          lambda c, o, w: build_exporter(c, o, w, extra=["--no-state"]), reference=True),
@@ -327,6 +334,7 @@ class Ctx:
     max_attempts: int = 4
     noise: float = 0.15
     quiet_wait: float = 60.0   # seconds to wait at most for an idle machine before each run
+    before_run: Optional[Callable[[], None]] = None  # called right before each timed run (young: restart the clock)
     runs: List[Run] = field(default_factory=list)
     expected: Dict[str, int] = field(default_factory=dict)
     verbose: bool = True
@@ -414,6 +422,8 @@ def _run_once(ctx: Ctx, tool: Tool, workload: str, case: str, rep: int, out: Pat
     ctx.server.call(cmd="reset")
     if ctx.quiet_wait:
         wait_quiet(ctx.quiet_wait)
+    if ctx.before_run and phase != "rerun":
+        ctx.before_run()
     before, cpu0 = ctx.server.call(cmd="stats"), ctx.server.cpu()
     busy0 = busy_seconds()
     m = measure(argv, env=ctx.env(out), stdout_path=stdout_path, tmp=ctx.work, timeout=ctx.timeout)
@@ -441,14 +451,15 @@ def warm_kubectl(ctx: Ctx) -> None:
 
 
 def run_workload(ctx: Ctx, tools: List[Tool], workload: str, case: str, reps: int, slow_reps: int) -> None:
-    warm_kubectl(ctx)
+    if any(workload in t.workloads and t.key.startswith("kubectl") for t in tools):
+        warm_kubectl(ctx)  # (its unpaged table list would be slow at 50,000 pods: only when kubectl runs)
     out = ctx.work / "out"
     for rep in range(1, reps + 1):
         for tool in tools:
             if workload not in tool.workloads or (tool.slow and workload != "large" and rep > slow_reps):
                 continue
             clean(out)
-            if workload == "quiet":
+            if workload in QUIET:
                 first = run_one(ctx, tool, workload, case, rep, out, "first")
                 if not first.error:
                     run_one(ctx, tool, workload, case, rep, out, "rerun")
@@ -560,7 +571,41 @@ class Report:
                 rows.append({"target": "quiet rerun %s: < 2 %% of the first run's bytes" % case,
                              "value": again / first, "text": "%.2f %% (%s of %s)" % (
                                  100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < 0.02})
+        for case in self.cases("young"):
+            floor, ex = self.med("young", case, "floor"), self.med("young", case, "exporter")
+            if ex and floor:
+                rows.append({"target": "%s: wall ≤ 1.2× floor" % case, "value": ex / floor,
+                             "text": "%.2f× floor (%.2f s vs %.2f s)" % (ex / floor, ex, floor), "ok": ex / floor <= 1.2})
+        for case in self.cases("scale"):
+            floor, ex = self.med("scale", case, "floor"), self.med("scale", case, "exporter")
+            if ex and floor:
+                rows.append({"target": "tiny pods, %s: wall ≤ 1.25× floor" % case, "value": ex / floor,
+                             "text": "%.2f× floor (%.2f s vs %.2f s)" % (ex / floor, ex, floor), "ok": ex / floor <= 1.25})
+        for attr, what, unit, scale in (("wall", "time", "ms", 1e3), ("rss_kib", "peak RSS", "KiB", 1.0)):
+            marg = self.marginal("scale", "exporter", attr)
+            if len(marg) >= 2:
+                (n0, n1, a), (n2, n3, b) = marg[0], marg[-1]
+                rows.append({"target": "tiny pods: exporter's %s linear in pods" % what, "value": b / a if a else 0,
+                             "text": "%s per 1,000 pods: %s" % (unit, "; ".join(
+                                 "%.1f from %d to %d" % (v * scale * 1000, x0, x1) for x0, x1, v in marg)),
+                             "ok": bool(a) and b <= 1.25 * a + (0.0 if attr == "wall" else 64 / 1000)})
+        for case in self.cases("quiet-scale"):
+            first = self.med("quiet-scale", case, "exporter", "bytes_out", "first")
+            again = self.med("quiet-scale", case, "exporter", "bytes_out", "rerun")
+            if first and again is not None:
+                rows.append({"target": "quiet rerun %s: < 3 %% of the first run's bytes" % case,
+                             "value": again / first, "text": "%.2f %% (%s of %s)" % (
+                                 100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < 0.03})
         return rows
+
+    def pods(self, case: str) -> int:
+        return int(self.meta.get("containers", {}).get(case) or case.split()[0])
+
+    def marginal(self, workload: str, tool: str, attr: str) -> List[tuple]:
+        """(pods from, pods to, extra attr per extra pod) between successive cases (medians)."""
+        pts = sorted((self.pods(c), self.med(workload, c, tool, attr)) for c in self.cases(workload))
+        pts = [(n, v) for n, v in pts if v is not None]
+        return [(n0, n1, (v1 - v0) / (n1 - n0)) for (n0, v0), (n1, v1) in zip(pts, pts[1:]) if n1 > n0]
 
     def markdown(self) -> str:
         m = self.meta
@@ -582,7 +627,7 @@ class Report:
         for h in self.headline():
             L.append("| %s | %s | %s |" % (h["target"], h["text"], "met" if h["ok"] else "**missed**"))
         L += [""] + m.get("notes_md", []) + [""]
-        L += self.large_md() + self.fanout_md() + self.quiet_md()
+        L += self.large_md() + self.fanout_md() + self.many_md() + self.quiet_md()
         L += ["## Tools", ""] + ["- **%s** (`%s`)%s" % (t.label, t.key, ": " + TOOL_NOTES[t.key] if t.key in TOOL_NOTES else "")
                                  for t in TOOLS if any(r.tool == t.key for r in self.runs)]
         skipped = m.get("skipped") or {}
@@ -637,26 +682,92 @@ class Report:
         return L
 
     def quiet_md(self) -> List[str]:
-        if not self.cases("quiet"):
+        if not any(self.cases(w) for w in QUIET):
             return []
         L = ["## 3. Quiet rerun", "",
              "Each tool exports the cluster, then runs again with nothing new (lines spread over ~10 minutes of log "
              "time, ~2 a second). Bytes: what the server sent (HTTP headers and bodies, before TLS). Median (min–max).",
              ""]
-        for case in self.cases("quiet"):
-            L += ["### %s" % case, "", "| tool | first run s | rerun s | first run bytes | rerun bytes | rerun / first |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-            for tool in self.tools("quiet"):
-                runs = self.select("quiet", case, tool)
-                first = _ok([r for r in runs if r.phase == "first"])
-                again = _ok([r for r in runs if r.phase == "rerun"])
-                fb = _median([r.bytes_out for r in first])
-                ab = _median([r.bytes_out for r in again])
-                L.append("| %s | %s | %s | %s | %s | %s |%s" % (
-                    BY_KEY[tool].label, _stat([r.wall for r in first]), _stat([r.wall for r in again]),
-                    _bytes(fb) if fb else "-", _bytes(ab) if ab is not None else "-",
-                    "%.2f %%" % (100 * ab / fb) if fb and ab is not None else "-", self.status(runs)))
+        for workload in QUIET:
+            for case in self.cases(workload):
+                L += ["### %s" % case, "", "| tool | first run s | rerun s | first run bytes | rerun bytes | rerun / first "
+                      "| peak RSS MiB, first / rerun |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                for tool in self.tools(workload):
+                    runs = self.select(workload, case, tool)
+                    first = _ok([r for r in runs if r.phase == "first"])
+                    again = _ok([r for r in runs if r.phase == "rerun"])
+                    fb = _median([r.bytes_out for r in first])
+                    ab = _median([r.bytes_out for r in again])
+                    L.append("| %s | %s | %s | %s | %s | %s | %s / %s |%s" % (
+                        BY_KEY[tool].label, _stat([r.wall for r in first]), _stat([r.wall for r in again]),
+                        _bytes(fb) if fb else "-", _bytes(ab) if ab is not None else "-",
+                        "%.2f %%" % (100 * ab / fb) if fb and ab is not None else "-",
+                        _stat([r.rss_kib / 1024 for r in first], "%.1f"), _stat([r.rss_kib / 1024 for r in again], "%.1f"),
+                        self.status(runs)))
+                L.append("")
+                if workload in MANY:
+                    L += self.disturbed_md(workload, case)
+        return L
+
+    def disturbed_md(self, workload: str, case: str) -> List[str]:
+        """Say when other processes used the CPUs during the kept runs (this machine is shared)."""
+        busy = [r for r in _ok(self.select(workload, case)) if r.other_cpu > 0.15 * r.wall]
+        if not busy:
+            return []
+        return ["Other processes used the CPUs during %d of these runs: %s." % (len(busy), "; ".join(
+            "%s rep %d%s %.1f CPU s in %.1f s" % (r.tool, r.rep, " " + r.phase if r.phase else "", r.other_cpu, r.wall)
+            for r in busy)), ""]
+
+    def many_md(self) -> List[str]:
+        """Young pods and tiny pods at scale: the exporter against the floor, with peak RSS."""
+        if not (self.cases("young") or self.cases("scale")):
+            return []
+        L = ["## 2b. Many pods: young pods, and 2,000 to 50,000 tiny pods", "",
+             "The exporter against the keep-alive floor in the same run. **Young**: the fan-out's 2,000 pods and bytes, "
+             "first as they are (containers started when their logs start, days ago), then with every container "
+             "started a few seconds before the run (set again right before each run), as after a rollout or on a "
+             "fresh cluster, when the exporter's first export asks `previous=true` first. **Tiny "
+             "pods**: one container each, ~1 KiB logs, so the cost is per pod, not per byte. Peak RSS as in the "
+             "large log. Median (min–max).", ""]
+        if self.meta.get("many_runs"):
+            L += [self.meta["many_runs"], ""]
+        head = ["| tool | wall s | × floor | containers/s | peak RSS MiB | tool CPU s | server CPU s | requests | "
+                "connections | runs |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for workload in ("young", "scale"):
+            for case in self.cases(workload):
+                floor = self.med(workload, case, "floor")
+                n = self.pods(case)
+                L += ["### %s%s" % ("" if workload == "young" else "Tiny pods: ", case), ""] + head
+                for tool in self.tools(workload):
+                    runs = self.select(workload, case, tool)
+                    ok = _ok(runs)
+                    w = _median([r.wall for r in ok])
+                    L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |%s" % (
+                        BY_KEY[tool].label, _stat([r.wall for r in ok]), "%.2f" % (w / floor) if w and floor else "-",
+                        "%.0f" % (n / w) if w else "-", _stat([r.rss_kib / 1024 for r in ok], "%.1f"),
+                        _stat([r.cpu for r in ok]), _stat([r.server_cpu for r in ok]),
+                        _stat([r.requests for r in ok], "%d"), _stat([r.connections for r in ok], "%d"), len(runs),
+                        self.status(runs)))
+                L.append("")
+                L += self.disturbed_md(workload, case)
+        cases = self.cases("scale")
+        if len(cases) > 1:
+            L += ["### Tiny pods: growth", "", "| pods | floor s | exporter s | × floor | floor peak RSS MiB | "
+                  "exporter peak RSS MiB | exporter ms per 1,000 pods (marginal) | exporter KiB per pod (marginal) |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            mw = {n1: v for _n0, n1, v in self.marginal("scale", "exporter", "wall")}
+            mr = {n1: v for _n0, n1, v in self.marginal("scale", "exporter", "rss_kib")}
+            for case in cases:
+                n = self.pods(case)
+                fl, ex = self.med("scale", case, "floor"), self.med("scale", case, "exporter")
+                frss, erss = self.med("scale", case, "floor", "rss_kib"), self.med("scale", case, "exporter", "rss_kib")
+                L.append("| %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                    n, "%.2f" % fl if fl else "-", "%.2f" % ex if ex else "-", "%.2f" % (ex / fl) if ex and fl else "-",
+                    "%.1f" % (frss / 1024) if frss else "-", "%.1f" % (erss / 1024) if erss else "-",
+                    "%.1f" % (mw[n] * 1e6) if n in mw else "-", "%.2f" % mr[n] if n in mr else "-"))
             L.append("")
+            if self.meta.get("scaling_plot"):
+                L += ["![time and peak RSS against pod count](%s)" % self.meta["scaling_plot"], ""]
         return L
 
     def plot(self, path: Path) -> Optional[str]:
@@ -690,6 +801,46 @@ class Report:
         ax.set_title("Peak memory exporting one log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return None
+
+    def plot_scaling(self, path: Path) -> Optional[str]:
+        """Wall time and peak RSS against pod count (tiny pods), each tool of the scale workload."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return "matplotlib not installed"
+        cases = self.cases("scale")
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110)
+        for tool in self.tools("scale"):
+            style = "-o" if tool == "exporter" else "--s" if BY_KEY[tool].reference else "-^"
+            for ax, attr, div in ((ax_t, "wall", 1.0), (ax_m, "rss_kib", 1024.0)):
+                pts = sorted((self.pods(c), self.med("scale", c, tool, attr)) for c in cases)
+                pts = [(n, v / div) for n, v in pts if v is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=BY_KEY[tool].label,
+                            linewidth=2.5 if tool == "exporter" else 1.2)
+        n_max = max(self.pods(c) for c in cases)
+        fl = [(self.pods(c), self.med("scale", c, "floor")) for c in cases]
+        fl = [(n, v) for n, v in fl if v]
+        if fl:  # the target: 1.25x the floor
+            ax_t.plot([n for n, _ in fl], [1.25 * v for _, v in fl], ":", color="grey", linewidth=1,
+                      label="target: 1.25× floor")
+        ax_t.set_title("Wall time, tiny pods (one container, ~1 KiB log)")
+        ax_t.set_ylabel("wall s (median)")
+        ax_m.set_title("Peak RSS of the process (%s)" % self.meta.get("measure", ""))
+        ax_m.set_ylabel("MiB")
+        for ax in (ax_t, ax_m):
+            ax.set_xlabel("pods")
+            ax.set_xlim(0, n_max * 1.05)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
@@ -731,6 +882,18 @@ TOOL_NOTES = {
 }
 
 # ---------------------------------------------------------------- main
+
+
+def _commit() -> str:
+    """The exporter's commit (and whether the file differs from it)."""
+    try:
+        c = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h (%cI)", "--", EXPORTER.name],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", EXPORTER.name],
+                               timeout=10).returncode
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (c or "?") + (", with uncommitted changes" if dirty else "")
 
 
 def machine_meta(args, work: Path) -> dict:
@@ -786,7 +949,20 @@ def main(argv=None) -> int:
                    help="repetitions of the slow tools (kubectl logs) in fan-out and quiet workloads (default 1)")
     p.add_argument("--concurrency", type=int, default=4, help="xargs -P, thread pools (default 4, the exporter's)")
     p.add_argument("--tools", default=",".join(t.key for t in TOOLS), help="comma-separated: " + ", ".join(BY_KEY))
-    p.add_argument("--workloads", default="large,fanout,quiet", help="comma-separated: large, fanout, quiet")
+    p.add_argument("--young-pods", type=int, default=None,
+                   help="young: pods with one container started --young-ago seconds before each run, 10 KiB logs "
+                        "(default 2000; --quick 4)")
+    p.add_argument("--young-ago", type=float, default=5.0, help="young: seconds since the containers started (default 5)")
+    p.add_argument("--scale-pods", default=None,
+                   help="scale: tiny-pod counts, comma-separated (default 2000,10000,50000; --quick 8)")
+    p.add_argument("--tiny-log-kib", type=int, default=1, help="scale: log size per container, KiB (default 1)")
+    p.add_argument("--scale-big-reps", type=int, default=1,
+                   help="scale: repetitions above 10,000 pods (default 1; up to 10,000: --reps)")
+    p.add_argument("--quiet-scale-pods", type=int, default=None,
+                   help="quiet-scale: pods with one container (default 10000; --quick 4)")
+    p.add_argument("--quiet-scale-log-kib", type=int, default=None,
+                   help="quiet-scale: log size per container, KiB (default 64; --quick 4)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
     p.add_argument("--output", default=None, help="Markdown report (default BENCHMARKS.md; --quick: a temp dir)")
     p.add_argument("--plot", default=None, help="PNG (default benchmarks/memory.png; --quick: next to --output)")
     p.add_argument("--json", default=None, help="raw results (default benchmarks/results.json; --quick: next to --output)")
@@ -798,6 +974,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds before a tool run is killed")
     p.add_argument("--max-attempts", type=int, default=None,
                    help="repeat a run while other processes used more than --noise cores meanwhile (default 4; --quick 1)")
+    p.add_argument("--quiet-wait", type=float, default=None,
+                   help="seconds to wait at most for idle CPUs before each run (default 20; --quick 0)")
     p.add_argument("--noise", type=float, default=0.15,
                    help="other processes' CPU, in cores over the run, that makes a run disturbed (default 0.15)")
     args = p.parse_args(argv)
@@ -808,12 +986,16 @@ def main(argv=None) -> int:
     multi = args.multi_pods if args.multi_pods is not None else (4 if quick else 200)
     quiet_pods = args.quiet_pods if args.quiet_pods is not None else (4 if quick else 200)
     quiet_kib = args.quiet_log_kib if args.quiet_log_kib is not None else (16 if quick else 256)
+    young_pods = args.young_pods if args.young_pods is not None else (4 if quick else 2000)
+    scale_pods = [int(n) for n in (args.scale_pods or ("8" if quick else "2000,10000,50000")).split(",") if n.strip()]
+    qs_pods = args.quiet_scale_pods if args.quiet_scale_pods is not None else (4 if quick else 10000)
+    qs_kib = args.quiet_scale_log_kib if args.quiet_scale_log_kib is not None else (4 if quick else 64)
     reps = args.reps or (1 if quick else 3)
     large_reps = args.large_reps or args.reps or (1 if quick else 5)
     slow_reps = args.slow_reps or (reps if quick else 1)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     keys = [k.strip() for k in args.tools.split(",") if k.strip()]
-    unknown = [k for k in keys + workloads if k not in BY_KEY and k not in ALL]
+    unknown = [k for k in keys + workloads if k not in BY_KEY and k not in WORKLOADS]
     if unknown:
         p.error("unknown tool or workload: %s" % ", ".join(unknown))
     if quick and not args.output:
@@ -843,16 +1025,19 @@ def main(argv=None) -> int:
     TRASH[:] = [work / "trash"]
     TRASH[0].mkdir(exist_ok=True)
     started = time.monotonic()
+    load0 = os.getloadavg()
     server = Server(work)
     ctx = Ctx(server, work, args.concurrency, _kubectl(), work / "kubectl-cache", args.timeout,
               max_attempts=args.max_attempts or (1 if quick else 4), noise=args.noise,
-              quiet_wait=0.0 if quick else 20.0)
+              quiet_wait=args.quiet_wait if args.quiet_wait is not None else 0.0 if quick else 20.0)
     meta = machine_meta(args, work)
     meta.update(command="python3 benchmarks/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                                        " " + " ".join(argv if argv is not None else sys.argv[1:])),
                 concurrency=args.concurrency, sizes={}, containers={}, measure=MEASURE, skipped=skipped,
-                reps="large log: %d; fan-out and quiet rerun: %d%s" % (
-                    large_reps, reps, " (kubectl logs: %d)" % slow_reps if slow_reps < reps else ""),
+                reps="large log: %d; fan-out and quiet rerun: %d%s; young pods: %d; tiny pods: %d up to 10,000 pods, "
+                     "%d above; quiet rerun above 2,000 pods: 1" % (
+                    large_reps, reps, " (kubectl logs: %d)" % slow_reps if slow_reps < reps else "", reps, reps,
+                    args.scale_big_reps),
                 measure_text="GNU time `%M`: wait4() `ru_maxrss` of the tool, forked from time's own small process "
                              "(a child forked from this Python runner would start at the runner's high-water mark). "
                              "For a shell pipeline: its largest process." if MEASURE == "gnu-time" else
@@ -887,6 +1072,41 @@ def main(argv=None) -> int:
             ctx.expected = info["files"]
             meta["containers"][case] = info["containers"]
             run_workload(ctx, tools, "quiet", case, reps, slow_reps)
+        if "young" in workloads and young_pods > 0:
+            # the fan-out's pods and bytes (same seed), first as they are (started when their logs start, days
+            # ago), then with every container started seconds before each run: only the start time differs
+            old = "%d pods × 1 container, started days before the run" % young_pods
+            case = "%d pods × 1 container, started %g s before the run" % (young_pods, args.young_ago)
+            print("young pods, %s; %s: building" % (old, case), flush=True)
+            info = server.call(cmd="fanout", pods=young_pods, containers=1, log_bytes=args.log_kib * 1024,
+                               namespaces=max(1, min(20, young_pods // 50)))
+            ctx.expected = info["files"]
+            meta["containers"][old] = meta["containers"][case] = info["containers"]
+            run_workload(ctx, tools, "young", old, reps, slow_reps)
+            ctx.before_run = lambda: server.call(cmd="start", ago=args.young_ago)
+            try:
+                run_workload(ctx, tools, "young", case, reps, slow_reps)
+            finally:
+                ctx.before_run = None
+        if "scale" in workloads:
+            for n in scale_pods:
+                case = "%d pods × 1 container, %d KiB logs" % (n, args.tiny_log_kib)
+                print("tiny pods, %s: building" % case, flush=True)
+                info = server.call(cmd="fanout", pods=n, containers=1, log_bytes=args.tiny_log_kib * 1024,
+                                   namespaces=max(1, min(20, n // 50)))
+                ctx.expected = info["files"]
+                meta["containers"][case] = info["containers"]
+                meta["sizes"][case] = info["bytes"]
+                run_workload(ctx, tools, "scale", case, reps if n <= 10000 else args.scale_big_reps, slow_reps)
+        if "quiet-scale" in workloads and qs_pods > 0:
+            case = "%d pods × 1 container, %d KiB logs" % (qs_pods, qs_kib)
+            print("quiet rerun, %s: building" % case, flush=True)
+            info = server.call(cmd="fanout", pods=qs_pods, containers=1, log_bytes=qs_kib * 1024,
+                               namespaces=max(1, min(20, qs_pods // 50)), mean_step_ms=500)
+            ctx.expected = info["files"]
+            meta["containers"][case] = info["containers"]
+            meta["sizes"][case] = info["bytes"]
+            run_workload(ctx, tools, "quiet-scale", case, 1 if qs_pods > 2000 else reps, slow_reps)
     finally:
         server.close()
         shutil.rmtree(TRASH[0], ignore_errors=True)
@@ -895,8 +1115,17 @@ def main(argv=None) -> int:
 
     runs = ctx.runs
     meta["elapsed"] = "%.0f s" % (time.monotonic() - started)
+    if any(r.workload in MANY for r in runs):
+        meta["many_runs"] = (
+            "Measured on %s with `%s`; kubelogexporter.py of commit %s. Repetitions: %d (tiny pods above 10,000: "
+            "%d; quiet rerun above 2,000 pods: 1). The runner waited up to %g s for idle CPUs before each run and "
+            "ran a disturbed run at most %d times. Load average (1, 5, 15 min) at the start %s, at the end %s." % (
+                meta["date"], meta["command"], _commit(), reps, args.scale_big_reps, ctx.quiet_wait,
+                ctx.max_attempts, "%.2f %.2f %.2f" % load0, "%.2f %.2f %.2f" % os.getloadavg()))
     if args.merge and Path(args.merge).exists():
         old = json.loads(Path(args.merge).read_text())
+        if "many_runs" not in meta and old["meta"].get("many_runs"):
+            meta["many_runs"] = old["meta"]["many_runs"]
         ran = {(r.workload, r.tool) for r in runs}
         kept = [Run(**r) for r in old["runs"] if (r["workload"], r["tool"]) not in ran]
         runs = kept + runs
@@ -923,8 +1152,16 @@ def write_report(runs: List[Run], meta: dict, output: Path, plot: Path, results:
     elif report.cases("large"):
         rel = os.path.relpath(plot, output.parent)
         meta["notes_md"] += ["", "![peak RSS against log size](%s)" % rel]
+    scaling = plot.with_name("scaling.png")
+    meta.pop("scaling_plot", None)
+    if len(report.cases("scale")) > 1:
+        why = report.plot_scaling(scaling)
+        if why:
+            print("no scaling plot: %s" % why)
+        else:
+            meta["scaling_plot"] = os.path.relpath(scaling, output.parent)
     output.write_text(report.markdown() + follow_soak_md())
-    results.write_text(json.dumps({"meta": {k: v for k, v in meta.items() if k != "notes_md"},
+    results.write_text(json.dumps({"meta": {k: v for k, v in meta.items() if k not in ("notes_md", "scaling_plot")},
                                    "runs": [asdict(r) for r in runs]}, indent=1))
     print()
     print(report.console())
@@ -1084,6 +1321,49 @@ def NOTES_MD(report: Report) -> List[str]:  # noqa: N802 - the reading of the me
                      "list, which every run needs, and per container the lines of the last exported second, "
                      "which `sinceTime` (whole seconds) sends again and the exporter drops. The other tools keep no "
                      "state and fetch everything again." % (c, _bytes(again), 100 * again / first, _bytes(first)))
+    for c in report.cases("young"):
+        ex, fl = med("young", c, "exporter"), med("young", c, "floor")
+        if not (ex and fl):
+            continue
+        parts = ["**%s:** the exporter takes %.2f s, %.2f× the floor (%.2f s)" % (c, ex, ex / fl, fl)]
+        req, req_fl = med("young", c, "exporter", "requests"), med("young", c, "floor", "requests")
+        bad = med("young", c, "exporter", "not_ok")
+        if req and req_fl:
+            parts.append("%d requests to the floor's %d%s" % (req, req_fl, ", %d of them answered ≥ 400 (`previous=true` "
+                                                              "with no previous instance)" % bad if bad else ""))
+        con = med("young", c, "exporter", "connections")
+        if con:
+            parts.append("%d connections" % con)
+        L.append("- " + "; ".join(parts) + ".")
+    sc = report.cases("scale")
+    if sc:
+        rows = []
+        for c in sc:
+            ex, fl = med("scale", c, "exporter"), med("scale", c, "floor")
+            erss, frss = med("scale", c, "exporter", "rss_kib"), med("scale", c, "floor", "rss_kib")
+            if ex and fl:
+                rows.append("%d pods: %.2f s against %.2f s (%.2f×), peak RSS %.1f against %.1f MiB" % (
+                    report.pods(c), ex, fl, ex / fl, (erss or 0) / 1024, (frss or 0) / 1024))
+        cp = [(report.pods(c), med("scale", c, "curl-parallel")) for c in sc]
+        cp = ["%d pods %.2f s" % (n, v) for n, v in cp if v]
+        if rows:
+            L.append("- **Tiny pods, exporter against the floor:** " + "; ".join(rows) + "." +
+                     (" One `curl --parallel` process: %s (what the server can serve)." % ", ".join(cp) if cp else "") +
+                     " The emulator's paged list costs the same per page at any depth (an index per cluster state), so "
+                     "the growth is the clients'.")
+    for c in report.cases("quiet-scale"):
+        first, again = (med("quiet-scale", c, "exporter", "bytes_out", ph) for ph in ("first", "rerun"))
+        fl_first = med("quiet-scale", c, "floor", "bytes_out", "first")
+        logs = report.meta.get("sizes", {}).get(c)
+        if first and again is not None:
+            extra = ""
+            if fl_first and logs:
+                per = (fl_first - logs) / report.pods(c)
+                extra = (" The floor's first run moved %s beyond the log bytes (the pod list and the responses' "
+                         "headers: %.0f B a pod), which a rerun cannot avoid: that alone is %.2f %% of a first run." % (
+                             _bytes(fl_first - logs), per, 100 * (fl_first - logs) / fl_first))
+            L.append("- **Quiet rerun, %s:** the exporter's rerun moves %s, %.2f %% of its first run's %s.%s" % (
+                c, _bytes(again), 100 * again / first, _bytes(first), extra))
     L += [""] + ANALYSIS_MD
     L += ["", "## Method", "",
           "- Each tool runs as a whole process (or a shell pipeline: list, then `xargs -P`), timed from start to "

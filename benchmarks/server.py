@@ -7,6 +7,7 @@ openssl command), a bearer token file, a curl header file and a kubeconfig in
 
     {"cmd": "large", "size": BYTES, "plain": true}   one pod, one container, one log of BYTES
     {"cmd": "fanout", "pods": N, "containers": C, "log_bytes": B, "namespaces": K}
+    {"cmd": "start", "ago": S}   every container's current instance started S seconds ago (young pods)
     {"cmd": "stats"}    counters since start: plaintext bytes out/in, requests, connections, CPU
     {"cmd": "reset"}    forget the per-request records (memory)
     {"cmd": "quit"}
@@ -22,7 +23,10 @@ Bytes are counted below TLS and above TCP: what HTTP puts on the connection
 from __future__ import annotations
 
 import argparse
+import base64
+import bisect
 import email.utils
+import gc
 import http.client
 import json
 import os
@@ -148,6 +152,19 @@ def _date_time_string(self, timestamp=None):
     return _date[1]
 
 
+class _PodIndex:
+    """One cluster state's pods in etcd key order ("ns/name"), each pod's JSON encoded once.
+
+    fakeapi's list builds, sorts and filters every pod for every page: O(n) a page, O(n²/limit)
+    a listing, which at 50,000 pods is the emulator's time, not the client's.  A page from
+    this index costs a bisect and a join of its own items."""
+
+    def __init__(self, cluster: FakeCluster, ns):
+        pods = sorted((("%s/%s" % k), p) for k, p in cluster._pods.items() if ns is None or p.namespace == ns)
+        self.keys = [k for k, _ in pods]
+        self.bodies = [json.dumps(p.to_json(), separators=(",", ":")).encode() for _, p in pods]
+
+
 class BenchAPIServer(FakeAPIServer):
     """Lists are rendered once per cluster state (kube-apiserver serves them from its watch cache)."""
 
@@ -155,11 +172,26 @@ class BenchAPIServer(FakeAPIServer):
         super().__init__(*a, **k)
         self._rendered = {}
         self._capture = threading.local()
+        self._index = {}  # (id(cluster), rv, ns) -> _PodIndex
 
-    def _check(self, user, verb, resource, sub, ns, name=None) -> None:
+    def _check(self, user, verb, resource, sub, ns, name=None, *rest, **kw) -> None:
         return None  # every authenticated request is allowed; RBAC is the tests' business
 
+    def pod_index(self, ns=None) -> _PodIndex:
+        cl = self.cluster
+        with cl.lock:
+            key = (id(cl), cl._rv, ns)
+            idx = self._index.get(key)
+            if idx is None:
+                if len(self._index) > 64:
+                    self._index.clear()
+                idx = self._index[key] = _PodIndex(cl, ns)
+            return idx
+
     def _list(self, h, rec, q, resource, ns) -> None:
+        if (resource == "pods" and not fakeapi._one(q, "labelSelector") and not fakeapi._one(q, "fieldSelector")
+                and not fakeapi._wants_table(h) and not self.faults._faults):  # any scheduled fault: fakeapi's own list
+            return self._list_pods_fast(h, rec, q, ns)
         key = (id(self.cluster), self.cluster._rv, h.path, h.headers.get("Accept", ""))
         body = self._rendered.get(key)
         if body is not None:
@@ -169,6 +201,33 @@ class BenchAPIServer(FakeAPIServer):
             super()._list(h, rec, q, resource, ns)
         finally:
             self._capture.key = None
+
+    def _list_pods_fast(self, h, rec, q, ns) -> None:
+        """fakeapi's pod list without selectors, the same bytes, from the index (see _PodIndex)."""
+        limit = fakeapi._int(q, "limit") or 0
+        token = fakeapi._one(q, "continue")
+        start_after, rv = None, None
+        if token:
+            try:
+                c = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+                start_after, rv = c["start"], int(c["rv"])
+            except (ValueError, KeyError, TypeError):
+                raise fakeapi._bad_request(f"continue key is not valid: {token}")
+        with self.cluster.lock:
+            rv = rv or self.cluster._rv
+            idx = self.pod_index(ns)
+        first = 0 if start_after is None else bisect.bisect_right(idx.keys, start_after)
+        remaining = len(idx.keys) - first
+        end = first + limit if limit else len(idx.keys)
+        meta: dict = {"resourceVersion": str(rv)}
+        if limit and remaining > limit:
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(
+                {"v": "meta.k8s.io/v1", "rv": rv, "start": idx.keys[end - 1]}).encode()).decode().rstrip("=")
+            meta["remainingItemCount"] = remaining - limit
+        body = b"".join((b'{"kind":"PodList","apiVersion":"v1","metadata":',
+                         json.dumps(meta, separators=(",", ":")).encode(), b',"items":[',
+                         b",".join(idx.bodies[first:end]), b"]}"))
+        self._send(h, rec, 200, body)
 
     def _send_json(self, h, rec, obj, code=200) -> None:
         key = getattr(self._capture, "key", None)
@@ -290,6 +349,7 @@ def render_lines(nbytes: int, start_ns: int, mean_step_ns: int, rng: random.Rand
 def setup_large(server: FakeAPIServer, size: int, plain: bool) -> dict:
     cluster = FakeCluster()
     cluster.add_pod("bench", "big-0", containers=("app",))
+    cluster.pod("bench", "big-0").containers["app"].current.started_at = BASE_TIME_NS  # long running: not young
     body = render_big(size)
     cluster.set_log_bytes("bench", "big-0", "app", body)
     if plain:  # kubectl cluster-info dump asks without timestamps: convert once now, not while timed
@@ -318,10 +378,37 @@ def setup_fanout(server: FakeAPIServer, pods: int, containers: int, log_bytes: i
             start = BASE_TIME_NS + rng.randrange(600) * NS
             body = render_lines(log_bytes, start, mean_step_ms * 1_000_000, rng, texts)
             cluster.set_log_bytes(ns, pod, c, body)
+            # started when its log starts (days before the run): not young, unless "start" says otherwise
+            cluster.pod(ns, pod).containers[c].current.started_at = start
             files["%s/%s/%s.log" % (ns, pod, c)] = len(body)
             total += len(body)
     server.cluster = cluster
     return {"pods": pods, "containers": pods * len(names), "bytes": total, "files": files}
+
+
+def set_started(server: FakeAPIServer, ago: float) -> dict:
+    """Every container's current instance started `ago` seconds before now (a rollout's new pods,
+    a fresh cluster).  The log bodies stay as they are: only what the pod list says changes."""
+    cl = server.cluster
+    at = time.time_ns() - int(ago * NS)
+    with cl.lock:
+        for pod in cl._pods.values():
+            for c in pod.containers.values():
+                c.current.started_at = at
+        cl._bump()  # a new list state: no cached list or index is served for it
+    return {"started_at_ns": at}
+
+
+def settle(server: "BenchAPIServer") -> None:
+    """After a setup: index the pod list (so no timed run pays for it), and take the cluster's
+    objects out of the garbage collector's reach (gc.freeze): with 50,000 pods a full collection
+    walks millions of objects, which would make requests slower the more pods there are."""
+    gc.unfreeze()
+    gc.collect()
+    server._rendered.clear()
+    server._index.clear()
+    server.pod_index()
+    gc.freeze()
 
 
 def main() -> None:
@@ -357,9 +444,14 @@ def main() -> None:
             break
         if cmd == "large":
             reply = setup_large(server, int(req["size"]), bool(req.get("plain", True)))
+            settle(server)
         elif cmd == "fanout":
             reply = setup_fanout(server, int(req["pods"]), int(req["containers"]), int(req["log_bytes"]),
                                  int(req.get("namespaces", 10)), int(req.get("mean_step_ms", 500)))
+            settle(server)
+        elif cmd == "start":
+            reply = set_started(server, float(req.get("ago", 5)))
+            settle(server)
         elif cmd == "stats":
             server.wait_idle(10)
             with server._lock:

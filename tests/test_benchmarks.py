@@ -37,6 +37,8 @@ def test_quick_benchmark_runs(tmp_path):
         assert "| %s |" % tool.label in report, "no row for %s" % tool.key
         ran = [x for x in results["runs"] if x["tool"] == tool.key]
         assert ran and all(not x["error"] and not x["check"] for x in ran), ran
-    for section in ("## 1. One large log", "## 2. Fan-out", "## 3. Quiet rerun", "## Targets"):
+    for section in ("## 1. One large log", "## 2. Fan-out", "## 2b. Many pods", "started days before the run",
+                    "started 5 s before the run", "### Tiny pods: ",
+                    "## 3. Quiet rerun", "## Targets"):
         assert section in report
     assert "CPUs" in report and "Python" in report
