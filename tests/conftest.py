@@ -2,11 +2,13 @@
 service-account folder pointing at it, as a pod would see them."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +100,43 @@ def export(apiserver, service_account, tmp_path):
 
     run.output = output
     return run
+
+
+@pytest.fixture
+def follow(apiserver, service_account, tmp_path, monkeypatch):
+    """Run export_logs(follow=True) in a thread; the context's exit stops it and gives the result."""
+    import kubelogexporter as kle
+
+    monkeypatch.setattr(kle, "IDLE_RELEASE_SECONDS", 0.2)
+    monkeypatch.setattr(kle, "CHECKPOINT_SECONDS", 0.2)
+    output = tmp_path / "logs"
+    outcome = {}
+
+    @contextlib.contextmanager
+    def running(**options):
+        stop = threading.Event()
+        options.setdefault("backoff", 0.01)
+
+        def target():
+            try:
+                outcome["result"] = kle.export_logs(output, server=apiserver.url, account_dir=service_account,
+                                                    environ={}, follow=True, stop_event=stop, **options)
+            except BaseException as exc:  # surfaced in the test thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        try:
+            yield outcome
+        finally:
+            stop.set()
+            thread.join(15)
+            assert not thread.is_alive(), "follow mode did not stop"
+        if "error" in outcome:
+            raise outcome["error"]
+
+    running.output = output
+    return running
 
 
 def cli_args(apiserver, service_account, output):

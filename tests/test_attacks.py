@@ -6,11 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import zlib
 
 import pytest
 
-from conftest import ROOT, cli_args
+from conftest import ROOT, cli_args, wait_for
 from fakeapi import NS
 
 import kubelogexporter as kle
@@ -448,37 +449,6 @@ def test_instance_number_drift_loses_a_whole_instance(cluster, apiserver, export
     assert got == ["i0 0", "i1 0", "i2 0", "i2 1", "i3 0"], got
 
 
-import time
-from conftest import wait_for
-
-
-@pytest.fixture
-def follow(apiserver, service_account, tmp_path, monkeypatch):
-    import contextlib, threading
-    monkeypatch.setattr(kle, "IDLE_RELEASE_SECONDS", 0.2)
-    monkeypatch.setattr(kle, "CHECKPOINT_SECONDS", 0.2)
-    output = tmp_path / "logs"
-    outcome = {}
-
-    @contextlib.contextmanager
-    def running(**options):
-        stop = threading.Event()
-        options.setdefault("backoff", 0.01)
-
-        def target():
-            outcome["result"] = kle.export_logs(output, server=apiserver.url, account_dir=service_account,
-                                                environ={}, follow=True, stop_event=stop, **options)
-        thread = threading.Thread(target=target)
-        thread.start()
-        try:
-            yield outcome
-        finally:
-            stop.set()
-            thread.join(15)
-    running.output = output
-    return running
-
-
 # 13. Follow mode, then batch: quiet instances between restarts, racing equal stamps at the hand-over.
 def test_follow_quiet_restarts_then_batch(cluster, apiserver, follow, export):
     cluster.add_pod("shop", "web")
@@ -585,7 +555,6 @@ def test_first_export_killed_then_rotation_reports_the_gap(cluster, apiserver, s
     args = [sys.executable, str(ROOT / "kubelogexporter.py")] + cli_args(apiserver, service_account, out) + ["--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     path = out / "shop/web/app.log"
-    from conftest import wait_for
     wait_for(lambda: path.exists() and path.stat().st_size > 0)
     proc.kill(); proc.wait(); release.set()
     apiserver.faults.clear()

@@ -1,12 +1,10 @@
 """Follow mode: lines archived as they are written, pods found by a watch, the same exactness as batch runs."""
 
-import contextlib
 import gzip
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -29,41 +27,6 @@ def served(cluster):
 
 def content(path):
     return path.read_bytes() if path.exists() else b""
-
-
-@pytest.fixture
-def follow(apiserver, service_account, tmp_path, monkeypatch):
-    """Run export_logs(follow=True) in a thread; the context's exit stops it and gives the result."""
-    monkeypatch.setattr(kubelogexporter, "IDLE_RELEASE_SECONDS", 0.2)
-    monkeypatch.setattr(kubelogexporter, "CHECKPOINT_SECONDS", 0.2)
-    output = tmp_path / "logs"
-    outcome = {}
-
-    @contextlib.contextmanager
-    def running(**options):
-        stop = threading.Event()
-        options.setdefault("backoff", 0.01)
-
-        def target():
-            try:
-                outcome["result"] = export_logs(output, server=apiserver.url, account_dir=service_account,
-                                                environ={}, follow=True, stop_event=stop, **options)
-            except BaseException as exc:  # surfaced in the test thread
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        try:
-            yield outcome
-        finally:
-            stop.set()
-            thread.join(15)
-            assert not thread.is_alive(), "follow mode did not stop"
-        if "error" in outcome:
-            raise outcome["error"]
-
-    running.output = output
-    return running
 
 
 def test_lines_reach_the_file_as_they_are_written(cluster, apiserver, served, follow):
