@@ -1395,12 +1395,21 @@ class KubeClient:
         seen before, or more than ``max_pages`` pages, end it with an ApiError.
         """
         path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
+        for items in self.list_pages(path, query, resource="pods", namespace=namespace or "", list_meta=list_meta,
+                                     max_pages=max_pages):
+            yield from items
+
+    def list_pages(self, path: str, query: Mapping[str, str], *, resource: str, namespace: str = "",
+                   list_meta: Optional[Dict[str, Any]] = None,
+                   max_pages: int = MAX_LIST_PAGES) -> Iterator[List[Dict[str, Any]]]:
+        """Yield the items of a paged list, a page at a time (pods, events): see list_pods."""
+        what = resource.split(".", 1)[0].rstrip("s")  # "pod", "event"
         restarts = pages = 0
         tokens: set = set()
         page = dict(query)
         while True:
             try:
-                pods = self.get_json(path, page, verb="list", resource="pods", namespace=namespace or "")
+                body = self.get_json(path, page, verb="list", resource=resource, namespace=namespace)
             except ApiError as exc:
                 if exc.status == 410 and "continue" in page and restarts < 3:
                     restarts += 1
@@ -1408,22 +1417,22 @@ class KubeClient:
                     tokens.clear()
                     continue
                 raise
-            meta, items = pods.get("metadata") or {}, pods.get("items") or []
+            meta, items = body.get("metadata") or {}, body.get("items") or []
             if not (isinstance(meta, dict) and isinstance(items, list) and all(isinstance(i, dict) for i in items)):
-                raise ConfigError("%s answered a pod listing with something that is not a PodList: check --server"
-                                  % self.server)
+                raise ConfigError("%s answered a %s listing with something that is not a %sList: check --server"
+                                  % (self.server, what, what.capitalize()))
             if list_meta is not None and "continue" not in page:
                 list_meta.clear()
                 list_meta.update(meta)
-            yield from items
+            yield items
             token = meta.get("continue")
             if not token:
                 return
             pages += 1
             if token in tokens or pages >= max_pages:
-                raise ApiError(0, "the pod listing does not end: the API server %s after %d pages; its paging is "
-                               "broken" % ("repeated a continue token" if token in tokens else "went on", pages),
-                               verb="list", resource="pods", namespace=namespace or "")
+                raise ApiError(0, "the %s listing does not end: the API server %s after %d pages; its paging is "
+                               "broken" % (what, "repeated a continue token" if token in tokens else "went on", pages),
+                               verb="list", resource=resource, namespace=namespace)
             tokens.add(token)
             page = dict(query, **{"continue": token})
 
@@ -3579,24 +3588,8 @@ def _list_events(client: KubeClient, namespace: Optional[str], *, page_size: int
                  list_meta: Optional[Dict[str, Any]] = None) -> Iterator[List[Dict[str, Any]]]:
     """Pages of Events (events.k8s.io/v1) of ``namespace`` (all when None); after an expired continue token the
     listing starts again (versions already written are not written twice)."""
-    path, query = _events_path(namespace), {"limit": str(page_size)}
-    page, restarts = dict(query), 0
-    while True:
-        try:
-            body = client.get_json(path, page, verb="list", resource=_EVENTS_RESOURCE, namespace=namespace or "")
-        except ApiError as exc:
-            if exc.status == 410 and "continue" in page and restarts < 3:
-                restarts, page = restarts + 1, dict(query)
-                continue
-            raise
-        meta = body.get("metadata") or {}
-        if list_meta is not None and "continue" not in page:
-            list_meta.clear()
-            list_meta.update(meta)
-        yield list(body.get("items") or ())
-        if not meta.get("continue"):
-            return
-        page = dict(query, **{"continue": meta["continue"]})
+    return client.list_pages(_events_path(namespace), {"limit": str(page_size)}, resource=_EVENTS_RESOURCE,
+                             namespace=namespace or "", list_meta=list_meta)
 
 
 def _watch_events(client: KubeClient, namespace: Optional[str], resource_version: str,
