@@ -2695,7 +2695,7 @@ class _Job:
             if response is None:
                 return "no log yet (pod not scheduled)"
             line = self.line = _LineFilter(read.anchor, self.last, self._write, strip=not self.settings.timestamps,
-                                           before_long_line=lambda line: self._checkpoint_at(line, instance),
+                                           before_long_line=lambda line: self._checkpoint(),
                                            young_ns=young_ns)
             try:
                 self._copy(response, line, instance, follow=follow, finished=finished)
@@ -2755,11 +2755,10 @@ class _Job:
                 self._gap(gap[0], gap[1])
             return None
 
-    def _checkpoint_at(self, line: _LineFilter, instance: int) -> None:
-        """Checkpoint in the middle of an answer: what it wrote so far is in ``instance``."""
+    def _adopt(self, line: _LineFilter, instance: int) -> None:
+        """What an answer wrote so far is the file's: its last line, in ``instance`` (so checkpoints record it)."""
         if line.first_ns is not None:
             self.last, self.instance, self.held = line.last, instance, True
-        self._checkpoint()
 
     def _settle(self, line: _LineFilter, instance: int, *, cut: bool) -> None:
         """Take over what one answer did: its last line written, its error text, which instance holds the line."""
@@ -2767,7 +2766,7 @@ class _Job:
             self.output.rollback()  # a long line cut in the middle: the file ends at the last whole line again
         if line.first_ns is not None:
             self.first_ns = self.first_ns if self.first_ns is not None else line.first_ns
-            self.last, self.instance, self.held = line.last, instance, True
+            self._adopt(line, instance)
         elif not cut and line.found and instance > self.instance:
             self.instance, self.held = instance, False  # read to its end with nothing new: the line is in an older one
         self.errors += line.errors
@@ -2853,8 +2852,7 @@ class _Job:
             start = buffer.index(b"\n") + 1
             line.end_piece(buffer, view, start)
         line.lines(buffer, view, start, end)
-        if line.first_ns is not None:  # so a checkpoint from the supervisor records them
-            self.last, self.instance, self.held = line.last, instance, True
+        self._adopt(line, instance)  # complete lines only: a long line begins after them, at a checkpoint
         if self.stream is not None:
             self.stream.last_data = time.monotonic()
             self.output.flush()
