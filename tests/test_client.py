@@ -154,6 +154,52 @@ def test_pod_log_url_matches_the_walkthrough(options, query):
         "https://kubernetes/api/v1/namespaces/kube-system/pods/coredns-d798c9dd-pdswq/log" + query)
 
 
+@pytest.mark.parametrize("value", ["", "app", "a b", "a+b", "ü", "a&b=c", "x:y/z", "%41", "~._-", "a\nb"])
+def test_queries_are_encoded_as_urlencode_encodes_them(value):
+    import urllib.parse
+    import kubelogexporter as kle
+    query = {"container": value, value: "true", "labelSelector": "app in (%s)" % value}
+    assert kle._encode_query(query) == urllib.parse.urlencode(query)
+    assert kle._quote(value) == urllib.parse.quote(value, safe="")
+
+
+def test_an_answer_left_unread_does_not_spoil_the_next_request(cluster, apiserver, client):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello %d" % i for i in range(5000)])
+    response = client.open_log("shop", "web", "app")
+    assert response.read(10)  # most of its body is still on the wire
+    assert names(client.list_pods("shop")) == ["web"]  # on a new connection, not after the old body
+    assert apiserver.connections_accepted == 2
+
+
+def test_response_headers_are_read_as_http_client_reads_them(cluster, apiserver, client):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["hello"])
+    response = client.open_log("shop", "web", "app")
+    assert response.getheader("content-type", "").startswith("text/plain")
+    assert response.getheader("CONTENT-TYPE") == response.headers.get("Content-Type")
+    assert response.getheader("X-Not-There", "none") == "none"
+    assert response.read().endswith(b"hello\n") and response.isclosed()
+
+
+def test_a_credential_with_a_line_break_is_refused_without_showing_it(apiserver, service_account):
+    class Source:
+        def get(self):
+            return "abc\r\nX-Injected: secret-part"
+
+        def refresh(self, wait=0):
+            return self.get()
+
+        def redact(self, text):
+            return text.replace(self.get(), "<token>")
+
+    client = KubeClient(apiserver.url, ca_file=service_account / "ca.crt", token_source=Source())
+    with pytest.raises(ConfigError) as error:
+        list(client.list_pods(None))
+    assert "line break" in str(error.value) and "secret-part" not in str(error.value)
+    assert apiserver.requests == []
+
+
 def test_a_redirect_names_its_status_and_location(cluster, apiserver, client):
     apiserver.faults.redirect("https://elsewhere.example:6443/api/v1/pods", path_contains="/pods")
     with pytest.raises(ApiError) as error:
