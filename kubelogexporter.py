@@ -2348,6 +2348,18 @@ _RACE_NS = RACE_SECONDS * NS_PER_SECOND
 _UNSTAMPED_RE = re.compile(rb"\n(?!\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d) )")
 
 
+def _all_stamped(buffer: bytearray, start: int, end: int) -> bool:
+    """Whether the lines of buffer[start:end] after the first (which is stamped) are all stamped, as far as a quick
+    look tells: each starts with a date and a "T", the last with a whole timestamp.  The exact check, a regex over
+    each whole timestamp, cost more than the rest of a large log's export; the kubelet's error texts, the unstamped
+    lines there are, fail the quick look and go to it."""
+    return (_UNSTAMPED_HINT_RE.search(buffer, start, end - 1) is None
+            and _TS_RE.match(buffer, _last_line_start(buffer, start, end)) is not None)
+
+
+_UNSTAMPED_HINT_RE = re.compile(rb"\n(?!\d{4}-\d\d-\d\dT)")
+
+
 class _Anchor(NamedTuple):
     """The last line written for a container, as served: its time, its place in the run of lines of exactly that
     time that ends with it (1 = the first), and a CRC-32 of the line, so that a line of another file with the same
@@ -2451,8 +2463,11 @@ class _LineFilter:
             if not _TS_RE.match(buffer, start):
                 start = self._error_line(buffer, start, end)
                 continue
-            bad = _UNSTAMPED_RE.search(buffer, start, end - 1)
-            good = bad.end() if bad is not None else end
+            if _all_stamped(buffer, start, end):
+                good = end
+            else:
+                bad = _UNSTAMPED_RE.search(buffer, start, end - 1)
+                good = bad.end() if bad is not None else end
             self._write_lines(buffer, view, start, good)
             start = good
 

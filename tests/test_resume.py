@@ -122,6 +122,21 @@ def filtered(body, anchor, block=None, last=None):
     return b"".join(out), line
 
 
+@pytest.mark.parametrize("error", [b"unable to retrieve container logs", b"rpc error: code = Unknown",
+                                   b"2026 is not a timestamp", b"12:00 neither"])
+@pytest.mark.parametrize("where", [0, 3, 9])
+def test_unstamped_text_is_told_from_lines_wherever_it_falls(error, where):
+    """The quick look for unstamped lines (a digit at each line start) and the exact check together: text
+    without a timestamp is never written, first, in the middle or last, a year's turn included."""
+    lines = [body_of([(T0 + i * NS, b"line %d" % i)]) for i in range(9)]
+    lines[4] = body_of([(kle.parse_timestamp("2027-01-01T00:00:00Z"), b"new year")])
+    body = b"".join(lines[:where] + [error + b"\n"] + lines[where:])
+    for block in (None, 64, 100):
+        out, line = filtered(body, None, block=block)
+        assert out == b"".join(lines), block
+        assert line.errors == [error.decode()], block
+
+
 @pytest.mark.parametrize("cut", [1, 3, 4, 7, 8, 11, 13])
 def test_after_the_anchor_every_line_is_written_whatever_its_time(cut):
     stamped = racing(16)
