@@ -2059,6 +2059,9 @@ class _OutputFile:
         self.committed = self.size = os.lseek(self._fd, 0, os.SEEK_CUR)
         return self.committed
 
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
     def truncate(self, size: int) -> None:
         """Cut what follows ``size``: only ever a torn line, or a --no-timestamps run's lines past its checkpoint."""
         if size < self.committed:
@@ -2134,34 +2137,134 @@ def _plain_tail(path: Path) -> Optional[Tuple[Optional[_Anchor], int]]:
     return _tail_anchor(data, memoryview(data), first, end, None), size - window + end
 
 
+# A torn gzip member is rewritten in its place: its complete lines go first to a sidecar (FILE.salvage), synced,
+# so that a kill between the cut and the rewrite's end leaves them there and the next run puts them back.  The
+# header says where the member began, in which file (inode), and the lines' length and CRC-32.
+SALVAGE_SUFFIX = ".salvage"
+_SALVAGE_HEADER = b"kubelogexporter salvage at %020d of inode %020d: %020d bytes, crc %010d\n"
+_SALVAGE_HEADER_SIZE = len(_SALVAGE_HEADER % (0, 0, 0, 0))
+_SALVAGE_HEADER_RE = re.compile(rb"kubelogexporter salvage at (\d{20}) of inode (\d{20}): (\d{20}) bytes, crc (\d{10})\n")
+
+
 def _salvage_member(output: _OutputFile, start: int, anchor: Optional[_Anchor]) -> Optional[_Anchor]:
     """A gzip member that a killed run left unfinished at ``start``: its complete lines are on disk, so they are
-    written again as a whole member in its place (never taken back); only the torn line after them goes."""
-    import tempfile
-
+    written again as a whole member in its place (never taken back, not even by a kill in the middle: they are in
+    the sidecar until the rewrite is durable); only the torn line after them goes."""
+    sidecar = output.path.with_name(output.path.name + SALVAGE_SUFFIX)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a salvage killed before its sidecar was whole: the file was not cut
     decompressor = zlib.decompressobj(31)
     carry = b""
-    with open(output.path, "rb") as handle, tempfile.TemporaryFile(dir=output.path.parent) as spill:
+    length = crc = 0
+    spill = os.fdopen(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w+b")
+    try:
+        with open(output.path, "rb") as handle:
+            spill.write(bytes(_SALVAGE_HEADER_SIZE))
+            handle.seek(start)
+            for raw in iter(lambda: handle.read(BLOCK_SIZE), b""):
+                try:
+                    buffer = bytearray(carry + decompressor.decompress(raw))
+                except zlib.error:
+                    break
+                end = buffer.rfind(b"\n") + 1
+                if end:
+                    if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
+                        break  # not lines of ours: leave them to the cut
+                    anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
+                    lines = memoryview(buffer)[:end]
+                    spill.write(lines)
+                    length, crc = length + end, zlib.crc32(lines, crc)
+                carry = bytes(buffer[end:])
+        if not length:
+            spill.close()
+            os.unlink(tmp)
+            output.truncate(start)
+            return anchor
+        spill.seek(0)
+        spill.write(_SALVAGE_HEADER % (start, output.ino, length, crc))
+        spill.flush()
+        os.fsync(spill.fileno())
+        os.replace(tmp, sidecar)
+    except BaseException:
+        spill.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with spill:  # from here on the sidecar is what the member held: kept until the rewrite is durable
+        _fsync_dir(sidecar.parent)
+        spill.seek(_SALVAGE_HEADER_SIZE)
+        _put_back(output, start, spill)
+    os.unlink(sidecar)
+    return anchor
+
+
+def _finish_salvage(output: _OutputFile) -> None:
+    """Finish a salvage that a killed run left behind (its sidecar, the authority for what the torn member held):
+    the lines are written again in the member's place unless the file already holds them whole there."""
+    sidecar = output.path.with_name(output.path.name + SALVAGE_SUFFIX)
+    try:
+        fd = os.open(sidecar, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _salvage_refused(sidecar, "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror) from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            _check_own_file(fd, sidecar)
+        except OSError as exc:
+            raise _salvage_refused(sidecar, "a hard link" if exc.errno == errno.EMLINK else exc.strerror) from None
+        match = _SALVAGE_HEADER_RE.fullmatch(handle.read(_SALVAGE_HEADER_SIZE))
+        start, ino, length, crc = (int(value) for value in match.groups()) if match else (0, 0, 0, 0)
+        if not length:  # a salvage without lines makes none
+            raise _salvage_refused(sidecar, "not a salvage file")
+        seen = check = 0
+        for block in iter(lambda: handle.read(BLOCK_SIZE), b""):
+            seen, check = seen + len(block), zlib.crc32(block, check)
+        if (seen, check) != (length, crc):
+            raise _salvage_refused(sidecar, "its lines do not match its header")
+        if ino != output.ino or start > output.size:
+            raise _salvage_refused(sidecar, "made for another file")
+        if not _holds_member(output.path, start, length, crc):
+            handle.seek(_SALVAGE_HEADER_SIZE)
+            _put_back(output, start, handle)
+    os.unlink(sidecar)
+
+
+def _salvage_refused(sidecar: Path, why: str) -> ValueError:
+    return ValueError("%s is not a salvage this run can finish (%s); look at it, then move it away"
+                      % (sidecar.name, why))
+
+
+def _put_back(output: _OutputFile, start: int, lines: Any) -> None:
+    """Write the salvaged ``lines`` (a file, from its position on) as one whole gzip member at ``start``, durably."""
+    output.truncate(start)
+    try:
+        for block in iter(lambda: lines.read(BLOCK_SIZE), b""):
+            output.write(memoryview(block))
+        output.checkpoint()
+        output.sync()
+    except BaseException:
+        output.rollback()  # the sidecar stays: the next run puts them back
+        raise
+    output.bytes_written = 0  # lines of an earlier run, not this one's
+
+
+def _holds_member(path: Path, start: int, length: int, crc: int) -> bool:
+    """Whether a whole gzip member of exactly these lines begins at ``start`` (a rewrite that was finished)."""
+    decompressor = zlib.decompressobj(31)
+    seen = check = 0
+    with open(path, "rb") as handle:
         handle.seek(start)
         for raw in iter(lambda: handle.read(BLOCK_SIZE), b""):
             try:
-                buffer = bytearray(carry + decompressor.decompress(raw))
+                data = decompressor.decompress(raw, length + 1 - seen)
             except zlib.error:
+                return False
+            seen, check = seen + len(data), zlib.crc32(data, check)
+            if decompressor.eof or seen > length:
                 break
-            end = buffer.rfind(b"\n") + 1
-            if end:
-                if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
-                    break  # not lines of ours: leave them to the cut
-                anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
-                spill.write(buffer[:end])
-            carry = bytes(buffer[end:])
-        output.truncate(start)
-        spill.seek(0)
-        for block in iter(lambda: spill.read(BLOCK_SIZE), b""):
-            output.write(memoryview(block))
-        output.bytes_written = 0  # lines of an earlier run, not this one's
-        output.checkpoint()
-    return anchor
+    return decompressor.eof and (seen, check) == (length, crc)
 
 
 def _scan_anchor(path: Path, compressed: bool, offset: int, anchor: Optional[_Anchor]) -> Tuple[Optional[_Anchor], int]:
@@ -2894,6 +2997,8 @@ class _Job:
         output = self.output = _OutputFile(path, compress=settings.gzip, replace=self.store is None)
         if self.store is None:
             return None
+        if settings.gzip:
+            _finish_salvage(output)
         described = self.store.file_record(self.relpath)
         if described is not None and described.get("ino", output.ino) != output.ino:
             described = None  # another file now has the name (replaced by a --no-state run, moved in by hand)
