@@ -1979,6 +1979,13 @@ class _FdWriter:
         pass
 
 
+# Whose lines end a file the state does not describe yet (a run killed before its state save recorded it): the
+# container key and the size the file had when that container began writing to it, set on the file itself before
+# its first line.  Without it (no extended attributes here, a file written before) that file's last line is taken
+# for a pod of the same name's, and a rotation past it is not reported as a gap.
+OWNER_XATTR = "user.kubelogexporter.owner"
+
+
 class _OutputFile:
     """A log file appended to in place, or, without state, written aside and renamed over the old one."""
 
@@ -2061,6 +2068,21 @@ class _OutputFile:
 
     def sync(self) -> None:
         os.fsync(self._fd)
+
+    def claim(self, key: str) -> bool:
+        """Mark the lines written from here on as ``key``'s (see OWNER_XATTR); return whether the file's last line
+        already is one of them, written by a run that died before its state save."""
+        owner = None
+        if not self.created and hasattr(os, "getxattr"):
+            with contextlib.suppress(OSError, ValueError):
+                mark, _, size = os.getxattr(self._fd, OWNER_XATTR).decode().rpartition(" ")
+                owner = mark, int(size)
+        if owner is not None and owner[0] == key and owner[1] <= self.size:
+            return owner[1] < self.size
+        if hasattr(os, "setxattr"):
+            with contextlib.suppress(OSError):  # no extended attributes here: as before, no mark
+                os.setxattr(self._fd, OWNER_XATTR, ("%s %d" % (key, self.size)).encode())
+        return False
 
     def truncate(self, size: int) -> None:
         """Cut what follows ``size``: only ever a torn line, or a --no-timestamps run's lines past its checkpoint."""
@@ -2553,16 +2575,17 @@ class _Plan(NamedTuple):
 
 
 def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
-          since_ns: Optional[int], use_state: bool) -> _Plan:
+          since_ns: Optional[int], use_state: bool, own_tail: bool = False) -> _Plan:
     """Which instances of a container to read, and from where.
 
     ``record`` is the state's record of the container (None on its first export); ``file_anchor`` the last line of
     its file when the file holds lines the record does not describe (a run that died before saving, a lost state,
-    a pod of the same name before this one).  A record's line is in the instance ``instance`` (a restartCount),
+    a pod of the same name before this one), and ``own_tail`` when the file says that line is this container's.
+    A record's line is in the instance ``instance`` (a restartCount),
     or, when not ``held``, in one before it, ``instance`` having been read to its end since.
     """
     if file_anchor is not None:  # whichever instance holds it, the current one is asked first
-        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None),))
+        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None and not own_tail),))
     anchor = _Anchor.from_record(record) if record is not None else None
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
         if use_state and c.has_previous:
@@ -2660,6 +2683,7 @@ class _Job:
         self.line: Optional[_LineFilter] = None  # the answer being read
         self.outcome: Optional[_Outcome] = None  # where the run reports, gaps found on the way included
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
+        self.own_tail = False  # a file the state does not describe ends with this container's lines all the same
         self.checkpointed_at = time.monotonic()
 
     @property
@@ -2687,7 +2711,8 @@ class _Job:
                 self.output.close(keep=False)
                 self.output = None
             return outcome.failed(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
-        plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None)
+        plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None,
+                     own_tail=self.own_tail)
         if record is not None and file_anchor is None:  # where the record's line is, until this run writes another
             self.instance = int(record.get("instance", record.get("restarts", c.restarts)))
             self.held = bool(record.get("held", True))
@@ -3003,6 +3028,8 @@ class _Job:
         if described is not None and described.get("ino", output.ino) != output.ino:
             described = None  # another file now has the name (replaced by a --no-state run, moved in by hand)
         if output.size == 0:
+            if (record is None or output.created) and self.c.uid:  # (no uid: no pod to tell from another)
+                output.claim(self.c.key)  # before its first line
             if not settings.timestamps and described is None:
                 # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
                 self.store.register_file(self.relpath, {"size": 0, "ino": output.ino})
@@ -3025,6 +3052,8 @@ class _Job:
             else:
                 output.truncate(complete)
         self.last = anchor  # so a run of equal times goes on counting
+        if record is None and self.c.uid:
+            self.own_tail = output.claim(self.c.key)
         if anchor is None or (record is not None and _Anchor.from_record(record) == anchor):
             return None  # the container's record names the file's last line: the plan goes by the record
         return anchor
