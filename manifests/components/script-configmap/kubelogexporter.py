@@ -2106,6 +2106,13 @@ class _FdWriter:
         pass
 
 
+# Whose lines end a file the state does not describe yet (a run killed before its state save recorded it): the
+# container key and the size the file had when that container began writing to it, set on the file itself before
+# its first line.  Without it (no extended attributes here, a file written before) that file's last line is taken
+# for a pod of the same name's, and a rotation past it is not reported as a gap.
+OWNER_XATTR = "user.kubelogexporter.owner"
+
+
 class _OutputFile:
     """A log file appended to in place, or, without state, written aside and renamed over the old one."""
 
@@ -2187,6 +2194,24 @@ class _OutputFile:
         self.committed = self.size = os.lseek(self._fd, 0, os.SEEK_CUR)
         return self.committed
 
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def claim(self, key: str) -> bool:
+        """Mark the lines written from here on as ``key``'s (see OWNER_XATTR); return whether the file's last line
+        already is one of them, written by a run that died before its state save."""
+        owner = None
+        if not self.created and hasattr(os, "getxattr"):
+            with contextlib.suppress(OSError, ValueError):
+                mark, _, size = os.getxattr(self._fd, OWNER_XATTR).decode().rpartition(" ")
+                owner = mark, int(size)
+        if owner is not None and owner[0] == key and owner[1] <= self.size:
+            return owner[1] < self.size
+        if hasattr(os, "setxattr"):
+            with contextlib.suppress(OSError):  # no extended attributes here: as before, no mark
+                os.setxattr(self._fd, OWNER_XATTR, ("%s %d" % (key, self.size)).encode())
+        return False
+
     def truncate(self, size: int) -> None:
         """Cut what follows ``size``: only ever a torn line, or a --no-timestamps run's lines past its checkpoint."""
         if size < self.committed:
@@ -2262,34 +2287,134 @@ def _plain_tail(path: str) -> Optional[Tuple[Optional[_Anchor], int]]:
     return _tail_anchor(data, memoryview(data), first, end, None), size - window + end
 
 
+# A torn gzip member is rewritten in its place: its complete lines go first to a sidecar (FILE.salvage), synced,
+# so that a kill between the cut and the rewrite's end leaves them there and the next run puts them back.  The
+# header says where the member began, in which file (inode), and the lines' length and CRC-32.
+SALVAGE_SUFFIX = ".salvage"
+_SALVAGE_HEADER = b"kubelogexporter salvage at %020d of inode %020d: %020d bytes, crc %010d\n"
+_SALVAGE_HEADER_SIZE = len(_SALVAGE_HEADER % (0, 0, 0, 0))
+_SALVAGE_HEADER_RE = re.compile(rb"kubelogexporter salvage at (\d{20}) of inode (\d{20}): (\d{20}) bytes, crc (\d{10})\n")
+
+
 def _salvage_member(output: _OutputFile, start: int, anchor: Optional[_Anchor]) -> Optional[_Anchor]:
     """A gzip member that a killed run left unfinished at ``start``: its complete lines are on disk, so they are
-    written again as a whole member in its place (never taken back); only the torn line after them goes."""
-    import tempfile
-
+    written again as a whole member in its place (never taken back, not even by a kill in the middle: they are in
+    the sidecar until the rewrite is durable); only the torn line after them goes."""
+    sidecar = Path(output.path + SALVAGE_SUFFIX)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a salvage killed before its sidecar was whole: the file was not cut
     decompressor = zlib.decompressobj(31)
     carry = b""
-    with open(output.path, "rb") as handle, tempfile.TemporaryFile(dir=os.path.dirname(output.path)) as spill:
+    length = crc = 0
+    spill = os.fdopen(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w+b")
+    try:
+        with open(output.path, "rb") as handle:
+            spill.write(bytes(_SALVAGE_HEADER_SIZE))
+            handle.seek(start)
+            for raw in iter(lambda: handle.read(BLOCK_SIZE), b""):
+                try:
+                    buffer = bytearray(carry + decompressor.decompress(raw))
+                except zlib.error:
+                    break
+                end = buffer.rfind(b"\n") + 1
+                if end:
+                    if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
+                        break  # not lines of ours: leave them to the cut
+                    anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
+                    lines = memoryview(buffer)[:end]
+                    spill.write(lines)
+                    length, crc = length + end, zlib.crc32(lines, crc)
+                carry = bytes(buffer[end:])
+        if not length:
+            spill.close()
+            os.unlink(tmp)
+            output.truncate(start)
+            return anchor
+        spill.seek(0)
+        spill.write(_SALVAGE_HEADER % (start, output.ino, length, crc))
+        spill.flush()
+        os.fsync(spill.fileno())
+        os.replace(tmp, sidecar)
+    except BaseException:
+        spill.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with spill:  # from here on the sidecar is what the member held: kept until the rewrite is durable
+        _fsync_dir(sidecar.parent)
+        spill.seek(_SALVAGE_HEADER_SIZE)
+        _put_back(output, start, spill)
+    os.unlink(sidecar)
+    return anchor
+
+
+def _finish_salvage(output: _OutputFile) -> None:
+    """Finish a salvage that a killed run left behind (its sidecar, the authority for what the torn member held):
+    the lines are written again in the member's place unless the file already holds them whole there."""
+    sidecar = Path(output.path + SALVAGE_SUFFIX)
+    try:
+        fd = os.open(sidecar, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _salvage_refused(sidecar, "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror) from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            _check_own_file(fd, sidecar)
+        except OSError as exc:
+            raise _salvage_refused(sidecar, "a hard link" if exc.errno == errno.EMLINK else exc.strerror) from None
+        match = _SALVAGE_HEADER_RE.fullmatch(handle.read(_SALVAGE_HEADER_SIZE))
+        start, ino, length, crc = (int(value) for value in match.groups()) if match else (0, 0, 0, 0)
+        if not length:  # a salvage without lines makes none
+            raise _salvage_refused(sidecar, "not a salvage file")
+        seen = check = 0
+        for block in iter(lambda: handle.read(BLOCK_SIZE), b""):
+            seen, check = seen + len(block), zlib.crc32(block, check)
+        if (seen, check) != (length, crc):
+            raise _salvage_refused(sidecar, "its lines do not match its header")
+        if ino != output.ino or start > output.size:
+            raise _salvage_refused(sidecar, "made for another file")
+        if not _holds_member(output.path, start, length, crc):
+            handle.seek(_SALVAGE_HEADER_SIZE)
+            _put_back(output, start, handle)
+    os.unlink(sidecar)
+
+
+def _salvage_refused(sidecar: Path, why: str) -> ValueError:
+    return ValueError("%s is not a salvage this run can finish (%s); look at it, then move it away"
+                      % (sidecar.name, why))
+
+
+def _put_back(output: _OutputFile, start: int, lines: Any) -> None:
+    """Write the salvaged ``lines`` (a file, from its position on) as one whole gzip member at ``start``, durably."""
+    output.truncate(start)
+    try:
+        for block in iter(lambda: lines.read(BLOCK_SIZE), b""):
+            output.write(memoryview(block))
+        output.checkpoint()
+        output.sync()
+    except BaseException:
+        output.rollback()  # the sidecar stays: the next run puts them back
+        raise
+    output.bytes_written = 0  # lines of an earlier run, not this one's
+
+
+def _holds_member(path: Path, start: int, length: int, crc: int) -> bool:
+    """Whether a whole gzip member of exactly these lines begins at ``start`` (a rewrite that was finished)."""
+    decompressor = zlib.decompressobj(31)
+    seen = check = 0
+    with open(path, "rb") as handle:
         handle.seek(start)
         for raw in iter(lambda: handle.read(BLOCK_SIZE), b""):
             try:
-                buffer = bytearray(carry + decompressor.decompress(raw))
+                data = decompressor.decompress(raw, length + 1 - seen)
             except zlib.error:
+                return False
+            seen, check = seen + len(data), zlib.crc32(data, check)
+            if decompressor.eof or seen > length:
                 break
-            end = buffer.rfind(b"\n") + 1
-            if end:
-                if not _TS_RE.match(buffer, _last_line_start(buffer, 0, end)):
-                    break  # not lines of ours: leave them to the cut
-                anchor = _tail_anchor(buffer, memoryview(buffer), 0, end, anchor)
-                spill.write(buffer[:end])
-            carry = bytes(buffer[end:])
-        output.truncate(start)
-        spill.seek(0)
-        for block in iter(lambda: spill.read(BLOCK_SIZE), b""):
-            output.write(memoryview(block))
-        output.bytes_written = 0  # lines of an earlier run, not this one's
-        output.checkpoint()
-    return anchor
+    return decompressor.eof and (seen, check) == (length, crc)
 
 
 def _scan_anchor(path: str, compressed: bool, offset: int, anchor: Optional[_Anchor]) -> Tuple[Optional[_Anchor], int]:
@@ -2593,16 +2718,17 @@ class _Plan(NamedTuple):
 
 
 def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
-          since_ns: Optional[int], use_state: bool) -> _Plan:
+          since_ns: Optional[int], use_state: bool, own_tail: bool = False) -> _Plan:
     """Which instances of a container to read, and from where.
 
     ``record`` is the state's record of the container (None on its first export); ``file_anchor`` the last line of
     its file when the file holds lines the record does not describe (a run that died before saving, a lost state,
-    a pod of the same name before this one).  A record's line is in the instance ``instance`` (a restartCount),
+    a pod of the same name before this one), and ``own_tail`` when the file says that line is this container's.
+    A record's line is in the instance ``instance`` (a restartCount),
     or, when not ``held``, in one before it, ``instance`` having been read to its end since.
     """
     if file_anchor is not None:  # whichever instance holds it, the current one is asked first
-        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None),))
+        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None and not own_tail),))
     anchor = _Anchor.from_record(record) if record is not None else None
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
         if use_state and c.has_previous:
@@ -2700,6 +2826,7 @@ class _Job:
         self.line: Optional[_LineFilter] = None  # the answer being read
         self.outcome: Optional[_Outcome] = None  # where the run reports, gaps found on the way included
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
+        self.own_tail = False  # a file the state does not describe ends with this container's lines all the same
         self.checkpointed_at = time.monotonic()
 
     @property
@@ -2727,7 +2854,8 @@ class _Job:
                 self.output.close(keep=False)
                 self.output = None
             return outcome.failed(c, "cannot write %s: %s" % (self.relpath, getattr(exc, "strerror", None) or exc))
-        plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None)
+        plan = _plan(c, record, file_anchor, since_ns=self.settings.since_ns, use_state=self.store is not None,
+                     own_tail=self.own_tail)
         if record is not None and file_anchor is None:  # where the record's line is, until this run writes another
             self.instance = int(record.get("instance", record.get("restarts", c.restarts)))
             self.held = bool(record.get("held", True))
@@ -3037,10 +3165,14 @@ class _Job:
         output = self.output = _OutputFile(path, compress=settings.gzip, replace=self.store is None)
         if self.store is None:
             return None
+        if settings.gzip:
+            _finish_salvage(output)
         described = self.store.file_record(self.relpath)
         if described is not None and described.get("ino", output.ino) != output.ino:
             described = None  # another file now has the name (replaced by a --no-state run, moved in by hand)
         if output.size == 0:
+            if (record is None or output.created) and self.c.uid:  # (no uid: no pod to tell from another)
+                output.claim(self.c.key)  # before its first line
             if not settings.timestamps and described is None:
                 # Its lines will carry no timestamp to continue from if this run dies before its checkpoint.
                 self.store.register_file(self.relpath, {"size": 0, "ino": output.ino})
@@ -3063,6 +3195,8 @@ class _Job:
             else:
                 output.truncate(complete)
         self.last = anchor  # so a run of equal times goes on counting
+        if record is None and self.c.uid:
+            self.own_tail = output.claim(self.c.key)
         if anchor is None or (record is not None and _Anchor.from_record(record) == anchor):
             return None  # the container's record names the file's last line: the plan goes by the record
         return anchor
