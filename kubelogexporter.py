@@ -1875,7 +1875,8 @@ class _State:
                     del self.containers[key]
                     self._dirty = True
                 # A file's record outlives its containers: a pod of the same name continues after its last line.
-                for relpath in [p for p in self.files if not (self.path.parent / p).exists()]:
+                folder = os.fspath(self.path.parent) + "/"
+                for relpath in [p for p in self.files if not os.path.lexists(folder + p)]:
                     del self.files[relpath]
                     self._dirty = True
             if not self._dirty:
