@@ -286,9 +286,15 @@ def build_official(ctx, out, workload, mode):
             "--concurrency", str(ctx.concurrency), "--mode", mode], None
 
 
-def build_exporter(ctx, out, workload, concurrency=None, extra=()):
-    return [sys.executable, str(EXPORTER), "-q", "-o", str(out), "--server", ctx.server.url, "--token-file",
-            ctx.server.token, "--ca-file", ctx.server.ca] + \
+def build_exporter(ctx, out, workload, concurrency=None, extra=(), bytecode=False):
+    if bytecode:  # as a module from its cached bytecode: no compile of the script at start (python3 FILE always does)
+        import py_compile
+        py_compile.compile(str(EXPORTER), doraise=True)
+        start = [sys.executable, "-m", "kubelogexporter"]
+    else:
+        start = [sys.executable, str(EXPORTER)]
+    return start + ["-q", "-o", str(out), "--server", ctx.server.url, "--token-file",
+                    ctx.server.token, "--ca-file", ctx.server.ca] + \
         (["--concurrency", str(concurrency)] if concurrency else []) + list(extra), None
 
 
@@ -315,6 +321,8 @@ TOOLS = [
          lambda c, o, w: build_official(c, o, w, "stream"), lambda: _has_module("kubernetes")),
     Tool("exporter", "kubelogexporter.py (default: --concurrency 4)", WORKLOADS, build_exporter),
     Tool("exporter-c8", "kubelogexporter.py --concurrency 8", ALL, lambda c, o, w: build_exporter(c, o, w, 8)),
+    Tool("exporter-bytecode", "python3 -m kubelogexporter (from its cached bytecode)", ("large",),
+         lambda c, o, w: build_exporter(c, o, w, bytecode=True), reference=True),
     Tool("exporter-nostate", "kubelogexporter.py --no-state (diagnostic)", ("fanout",),
          lambda c, o, w: build_exporter(c, o, w, extra=["--no-state"]), reference=True),
 ]
@@ -532,14 +540,17 @@ class Report:
             for tool in ("exporter",):
                 ex = self.med("large", case, tool)
                 rss = self.med("large", case, tool, "rss_kib")
-                if ex and curl:
-                    rows.append({"target": "large log %s: wall ≤ 1.10× curl" % case, "value": ex / curl,
-                                 "text": "%.2f× curl (%.2f s vs %.2f s)%s" % (
-                                     ex / curl, ex, curl, "; %.2f× curl+fsync" % (ex / cfs) if cfs else ""),
-                                 "ok": ex / curl <= 1.10})
+                if ex and curl:  # issue 12: at most 1.4x plain curl, and at most 0.9x curl then sync
+                    rows.append({"target": "large log %s: wall ≤ 1.4× curl" % case, "value": ex / curl,
+                                 "text": "%.2f× curl (%.2f s vs %.2f s)" % (ex / curl, ex, curl),
+                                 "ok": ex / curl <= 1.4})
+                if ex and cfs:
+                    rows.append({"target": "large log %s: wall ≤ 0.9× curl, then sync" % case, "value": ex / cfs,
+                                 "text": "%.2f× curl+sync (%.2f s vs %.2f s)" % (ex / cfs, ex, cfs),
+                                 "ok": ex / cfs <= 0.9})
                 if rss:
-                    rows.append({"target": "large log %s: peak RSS < 32 MiB" % case, "value": rss / 1024,
-                                 "text": "%.1f MiB" % (rss / 1024), "ok": rss < 32 * 1024})
+                    rows.append({"target": "large log %s: peak RSS ≤ 32 MiB" % case, "value": rss / 1024,
+                                 "text": "%.1f MiB" % (rss / 1024), "ok": rss <= 32 * 1024})
         rss = [self.med("large", c, "exporter", "rss_kib") for c in self.cases("large")]
         rss = [x for x in rss if x]
         if len(rss) > 1:
@@ -550,11 +561,12 @@ class Report:
             floor = self.med("fanout", case, "floor")
             ffs = self.med("fanout", case, "floor-fsync")
             ex = self.med("fanout", case, "exporter")
-            if ex and floor:
-                rows.append({"target": "fan-out %s: wall ≤ 1.3× keep-alive floor" % case, "value": ex / floor,
+            if ex and floor:  # issue 12: 2,000 pods at most 1.2x the floor; the 3-container case keeps 1.3x
+                bound = 1.2 if "× 1 container" in case else 1.3
+                rows.append({"target": "fan-out %s: wall ≤ %.1f× keep-alive floor" % (case, bound), "value": ex / floor,
                              "text": "%.2f× floor (%.2f s vs %.2f s)%s" % (
                                  ex / floor, ex, floor, "; %.2f× floor+fsync" % (ex / ffs) if ffs else ""),
-                             "ok": ex / floor <= 1.3})
+                             "ok": ex / floor <= bound})
             if ex:
                 others = {t: self.med("fanout", case, t) for t in self.tools("fanout")
                           if not BY_KEY[t].reference and not t.startswith("exporter")}
@@ -877,6 +889,8 @@ TOOL_NOTES = {
     "exporter": "`python3 kubelogexporter.py -o OUT --server URL --token-file T --ca-file CA`; keeps its state file, "
                 "fsyncs each file before recording it.",
     "exporter-c8": "the same with `--concurrency 8`.",
+    "exporter-bytecode": "reference, large log only: `python3 -m kubelogexporter` from the cached bytecode "
+                         "(`python3 FILE` compiles the script on every start: ~50 ms and ~10 MiB of peak RSS).",
     "exporter-nostate": "diagnostic, fan-out only: `--no-state` keeps no state file and writes each file aside, "
                         "then renames it over the old one.",
 }
