@@ -55,7 +55,8 @@ STATEFULSET = "log-exporter"  # the follow variant's workload
 WORKLOAD_KINDS = ("CronJob", "Job", "StatefulSet", "Deployment", "DaemonSet", "Pod")
 CONTAINER = "exporter"
 SCRIPT_PATH = "/app/kubelogexporter.py"
-COMMAND = ["python3", SCRIPT_PATH]
+COMMAND = ["python3", "-m", "kubelogexporter"]  # from PYTHONPATH=/app: the image has its bytecode there
+COMMAND_ENV = {"PYTHONPATH": "/app", "PYTHONSAFEPATH": "1"}
 
 # Exactly what the exporter calls; see manifests/base/clusterrole.yaml. Every
 # variant passes --events (GET /apis/events.k8s.io/v1/events).
@@ -323,18 +324,46 @@ def test_dockerfile_matches_manifests():
     copies = [rest.split() for word, rest in instr if word in ("COPY", "ADD")]
     assert [c[-2:] for c in copies] == [["kubelogexporter.py", SCRIPT_PATH]], \
         "only the script may be copied in"
-    assert not [w for w, _ in instr if w == "RUN"], "no build steps (no network at build time)"
+    runs = [rest for word, rest in instr if word == "RUN"]
+    assert runs == ["python3 -m compileall -q --invalidation-mode checked-hash /app"], \
+        "one build step only, the script's bytecode (no network at build time)"
     entrypoint = [json.loads(rest) for word, rest in instr if word == "ENTRYPOINT"]
     assert entrypoint == [COMMAND]
+    env = " ".join(rest for word, rest in instr if word == "ENV")
+    assert all("%s=%s" % item in env.split() for item in COMMAND_ENV.items()), env
     users = [rest for word, rest in instr if word == "USER"]
     uid, _, gid = users[-1].partition(":")
     cronjob = one(load_docs((MANIFESTS / "base" / "cronjob.yaml").read_text()), "CronJob")
     spec = pod_spec(cronjob)
     assert container(spec)["command"] == COMMAND
+    assert COMMAND_ENV.items() <= {e["name"]: e.get("value") for e in container(spec)["env"]}.items()
     assert int(uid) == spec["securityContext"]["runAsUser"] != 0
     assert int(gid) == spec["securityContext"]["runAsGroup"]
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignore and "!kubelogexporter.py" in ignore
+
+
+def test_the_command_finds_the_script_on_pythonpath_and_never_in_the_working_folder(tmp_path):
+    """COMMAND with COMMAND_ENV, as the pod runs it: from a ConfigMap-like mount (a ..data symlink), from the
+    image's bytecode (compileall, checked-hash), and never a kubelogexporter.py in the working folder."""
+    if sys.version_info < (3, 11):
+        pytest.skip("PYTHONSAFEPATH needs Python 3.11 (the image has 3.13)")
+    app, cwd = tmp_path / "app", tmp_path / "data"
+    (app / "..2026_12_03").mkdir(parents=True)
+    cwd.mkdir()
+    shutil.copy(SCRIPT, app / "..2026_12_03" / "kubelogexporter.py")
+    (app / "..data").symlink_to("..2026_12_03")
+    (app / "kubelogexporter.py").symlink_to("..data/kubelogexporter.py")
+    (cwd / "kubelogexporter.py").write_text("raise SystemExit('the working folder was imported')\n")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **dict(COMMAND_ENV, PYTHONPATH=str(app)))
+    argv = [sys.executable] + COMMAND[1:] + ["--version"]
+    for bytecode in (False, True):
+        if bytecode:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+                            str(app)], check=True)
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.startswith("kubelogexporter "), proc.stdout + proc.stderr
+    assert list((app / "__pycache__").glob("kubelogexporter.*.pyc"))
 
 
 # --------------------------------------------------------------------------
@@ -443,6 +472,8 @@ def test_exporter_arguments_parse_with_the_scripts_parser(rendered, variant, exp
     workload = exporter_workload(rendered[variant])
     command, args = container_argv(workload)
     assert command == COMMAND
+    env = {e["name"]: e.get("value") for e in container(pod_spec(workload))["env"]}
+    assert COMMAND_ENV.items() <= env.items(), "the command finds the script through these"
     assert not any("$(" in a for a in args), "unresolved variable in %r" % args
     parser = exporter._build_parser()
     try:
