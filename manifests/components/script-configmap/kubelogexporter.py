@@ -2479,8 +2479,10 @@ def _all_stamped(buffer: bytearray, start: int, end: int) -> bool:
     look tells: each starts with a date and a "T", the last with a whole timestamp.  The exact check, a regex over
     each whole timestamp, cost more than the rest of a large log's export; the kubelet's error texts, the unstamped
     lines there are, fail the quick look and go to it."""
-    return (_UNSTAMPED_HINT_RE.search(buffer, start, end - 1) is None
-            and _TS_RE.match(buffer, _last_line_start(buffer, start, end)) is not None)
+    last = _last_line_start(buffer, start, end)
+    if last == start:  # one line (a followed stream's usual block): the caller matched it whole already
+        return True
+    return _UNSTAMPED_HINT_RE.search(buffer, start, end - 1) is None and _TS_RE.match(buffer, last) is not None
 
 
 _UNSTAMPED_HINT_RE = re.compile(rb"\n(?!\d{4}-\d\d-\d\dT)")
