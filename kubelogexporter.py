@@ -1134,6 +1134,23 @@ class _Connection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class _Tries:
+    """One request's tries so far: what was asked, and what its retries have used up."""
+
+    __slots__ = ("path", "verb", "resource", "namespace", "first", "failures", "throttles", "refreshed", "message")
+
+    def __init__(self, path: str, *, verb: str, resource: str, namespace: str):
+        self.path, self.verb, self.resource, self.namespace = path, verb, resource, namespace
+        self.first = time.monotonic()
+        self.failures = self.throttles = 0  # network errors, 5xx and young 403s; 429s
+        self.refreshed = False  # the token was read again after a 401
+        self.message = ""  # the last error answer's
+
+    def error(self, status: int, message: str, reason: str = "") -> ApiError:
+        return ApiError(status, message, reason=reason, verb=self.verb, resource=self.resource,
+                        namespace=self.namespace)
+
+
 class KubeClient:
     """A small Kubernetes API client: lists pods and streams container logs.
 
@@ -1359,18 +1376,14 @@ class KubeClient:
                 verb: str = "get", resource: str = "", namespace: str = "") -> http.client.HTTPResponse:
         """GET ``path`` and return the open 2xx response; raise ApiError for an error that retries did not cure."""
         target = self._prefix + path + ("?" + _encode_query(query) if query else "")
-        failures = throttles = 0
-        refreshed = False
-        message = ""
-        first = time.monotonic()
+        tries = _Tries(path, verb=verb, resource=resource, namespace=namespace)
         while True:
             if self.stop_event.is_set():
                 raise _Stopped()
             try:
-                headers = self._headers(accept, refresh_token=refreshed)
+                headers = self._headers(accept, refresh_token=tries.refreshed)
             except ConfigError as exc:  # after a 401: the token file stayed empty or unreadable
-                raise ApiError(401, "%s, and reading the token again failed: %s" % (message, exc), verb=verb,
-                               resource=resource, namespace=namespace) from None
+                raise tries.error(401, "%s, and reading the token again failed: %s" % (tries.message, exc)) from None
             conn = self._connection()
             reused = self._local.used
             started = time.monotonic()
@@ -1384,14 +1397,7 @@ class KubeClient:
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
                     self._local.used = False
                     continue  # the server closed an idle keep-alive connection: not a failure
-                problem = self._redact("cannot reach %s: %s" % (self.server, exc or type(exc).__name__))
-                delay = self.backoff_delay(failures)
-                if not self._may_retry(first, failures, delay):
-                    raise ApiError(0, "%s (%s)" % (problem, self._gave_up(first, failures)), verb=verb,
-                                   resource=resource, namespace=namespace) from None
-                failures += 1
-                _log.warning("GET %s: %s; retrying in %.1fs", self._prefix + path, problem, delay)
-                self.sleep(delay)
+                self._after_network_error(exc, tries)
                 continue
             self._local.used = True
             _log.debug("GET %s -> %d (%.3fs)", target, response.status, time.monotonic() - started)
@@ -1399,37 +1405,53 @@ class KubeClient:
                 self._forbidden_since = None
                 self._allowed.add((verb, resource))
                 return response
-            message, reason = self._error_of(response)
-            if response.status == 403 and (verb, resource) in self._allowed and self._forbidden_is_young():
-                delay = self.backoff_delay(failures)
-                _log.warning("GET %s: forbidden (%s); an API server that has just started says so until its RBAC "
-                             "cache is in sync: retrying in %.1fs", self._prefix + path, message, delay)
+            self._after_error_status(response, tries)
+
+    def _after_network_error(self, exc: BaseException, tries: "_Tries") -> None:
+        """Wait with backoff before the next try, or raise the ApiError that says the server cannot be reached."""
+        problem = self._redact("cannot reach %s: %s" % (self.server, exc or type(exc).__name__))
+        delay = self.backoff_delay(tries.failures)
+        if not self._may_retry(tries.first, tries.failures, delay):
+            raise tries.error(0, "%s (%s)" % (problem, self._gave_up(tries.first, tries.failures))) from None
+        tries.failures += 1
+        _log.warning("GET %s: %s; retrying in %.1fs", self._prefix + tries.path, problem, delay)
+        self.sleep(delay)
+
+    def _after_error_status(self, response: http.client.HTTPResponse, tries: "_Tries") -> None:
+        """Wait before the next try as an error answer calls for (a restarting server's 403, a rotated token's 401,
+        throttling, 5xx), or raise its ApiError."""
+        status, shown = response.status, self._prefix + tries.path
+        message, reason = self._error_of(response)
+        tries.message = message
+        if status == 403 and (tries.verb, tries.resource) in self._allowed and self._forbidden_is_young():
+            delay = self.backoff_delay(tries.failures)
+            _log.warning("GET %s: forbidden (%s); an API server that has just started says so until its RBAC "
+                         "cache is in sync: retrying in %.1fs", shown, message, delay)
+            self.sleep(delay)
+            tries.failures += 1
+            return
+        if status == 401 and self._token is not None and not tries.refreshed:
+            tries.refreshed = True  # the token may have rotated: read it again and retry once
+            return
+        if status == 429 and tries.throttles < THROTTLE_RETRIES:
+            tries.throttles += 1
+            delay = _retry_after(response)
+            asked = delay is not None
+            delay = delay if asked else self.backoff_delay(tries.throttles)
+            _log.warning("GET %s: throttled by the API server (429); waiting %.1fs%s", shown, delay,
+                         " as its Retry-After asks" if asked else "")
+            self.sleep(delay)
+            return
+        if status in _RETRYABLE_STATUSES:
+            delay = _retry_after(response)
+            delay = delay if delay is not None else self.backoff_delay(tries.failures)
+            if self._may_retry(tries.first, tries.failures, delay):
+                _log.warning("GET %s: HTTP %d: %s; retrying in %.1fs", shown, status, message, delay)
                 self.sleep(delay)
-                failures += 1
-                continue
-            if response.status == 401 and self._token is not None and not refreshed:
-                refreshed = True  # the token may have rotated: read it again and retry once
-                continue
-            if response.status == 429 and throttles < THROTTLE_RETRIES:
-                throttles += 1
-                delay = _retry_after(response)
-                asked = delay is not None
-                delay = delay if asked else self.backoff_delay(throttles)
-                _log.warning("GET %s: throttled by the API server (429); waiting %.1fs%s", self._prefix + path, delay,
-                             " as its Retry-After asks" if asked else "")
-                self.sleep(delay)
-                continue
-            if response.status in _RETRYABLE_STATUSES:
-                delay = _retry_after(response)
-                delay = delay if delay is not None else self.backoff_delay(failures)
-                if self._may_retry(first, failures, delay):
-                    _log.warning("GET %s: HTTP %d: %s; retrying in %.1fs", self._prefix + path, response.status,
-                                 message, delay)
-                    self.sleep(delay)
-                    failures += 1
-                    continue
-                message = "%s (%s)" % (message, self._gave_up(first, failures))
-            raise ApiError(response.status, message, reason=reason, verb=verb, resource=resource, namespace=namespace)
+                tries.failures += 1
+                return
+            message = "%s (%s)" % (message, self._gave_up(tries.first, tries.failures))
+        raise tries.error(status, message, reason=reason)
 
     def _send(self, conn: _Connection, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
         """One GET on ``conn``: the whole response header within response_timeout, however it trickles in."""
