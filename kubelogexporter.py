@@ -1101,7 +1101,9 @@ class _Connection(http.client.HTTPConnection):
         return response
 
     def close(self) -> None:
-        self._last = None
+        last, self._last = self._last, None
+        if last is not None:  # http.client closes the answers it tracks; this one is ours to close
+            last.close()
         super().close()
 
     def connect(self) -> None:

@@ -170,6 +170,7 @@ def test_an_answer_left_unread_does_not_spoil_the_next_request(cluster, apiserve
     assert response.read(10)  # most of its body is still on the wire
     assert names(client.list_pods("shop")) == ["web"]  # on a new connection, not after the old body
     assert apiserver.connections_accepted == 2
+    assert response.isclosed()  # and the old one's socket is let go at once, not when the answer is collected
 
 
 def test_response_headers_are_read_as_http_client_reads_them(cluster, apiserver, client):
