@@ -1783,6 +1783,7 @@ class _State:
         self._save_seconds = 0.0  # what the last save took
         self._dirty = False
         self._unsynced: set = set()  # files written since the last save
+        self._written: set = set()  # files written in this run: they exist, the final prune need not look
         self.extra: Dict[str, Dict[str, Any]] = {}  # other top-level sections (the archive's "events", ...)
         if path is not None:
             self._load()
@@ -1838,6 +1839,7 @@ class _State:
             self.containers[key] = entry
             self.files[relpath] = file_record
             self._unsynced.add(relpath)
+            self._written.add(relpath)
             self._dirty = True
         self.save_if_due()
 
@@ -1858,6 +1860,7 @@ class _State:
                 del self.containers[key]
             for relpath in relpaths:
                 self.files.pop(relpath, None)
+                self._written.discard(relpath)
             self._dirty = True
 
     def rename_file(self, old: str, new: str, **changes: Any) -> None:
@@ -1865,6 +1868,7 @@ class _State:
             record = self.files.pop(old, None)
             if record is not None:
                 self.files[new] = dict(record, **changes)
+            self._written.discard(old)
             self._dirty = True
 
     def save_if_due(self) -> None:
@@ -1900,7 +1904,7 @@ class _State:
                     self._dirty = True
                 # A file's record outlives its containers: a pod of the same name continues after its last line.
                 folder = os.fspath(self.path.parent) + "/"
-                for relpath in [p for p in self.files if not os.path.lexists(folder + p)]:
+                for relpath in [p for p in self.files if p not in self._written and not os.path.lexists(folder + p)]:
                     del self.files[relpath]
                     self._dirty = True
             if not self._dirty:

@@ -719,6 +719,19 @@ def test_a_pruned_container_record_continues_from_its_file(cluster, apiserver, a
         api, "shop", "web", "app")
 
 
+def test_the_records_of_files_gone_from_the_disk_are_dropped_and_the_written_ones_kept(cluster, apiserver, export):
+    for name in ("web", "db"):
+        cluster.add_pod("shop", name)
+        cluster.append_log("shop", name, "app", ["hello from %s" % name])
+    assert export().ok
+    cluster.delete_pod("shop", "db")
+    (export.output / "shop" / "db" / "app.log").unlink()
+    cluster.append_log("shop", "web", "app", ["more"])
+    assert export().ok
+    files = json.loads((export.output / kubelogexporter.STATE_FILENAME).read_text())["files"]
+    assert sorted(files) == ["shop/web/app.log"]
+
+
 @pytest.mark.parametrize("flag", ["--gzip", "--no-timestamps"])
 def test_a_first_export_killed_midway_is_completed_by_the_next_run(
         cluster, apiserver, api, service_account, tmp_path, flag):
