@@ -1035,7 +1035,10 @@ class FakeAPIServer:
         self.tokens: Dict[str, str] = dict(tokens or {})
         # Auth stays on once tokens were given, so revoking the last token gives 401s.
         self.require_auth = bool(self.tokens)
-        self.authorize: Callable[..., bool] = authorize or (lambda *a, **k: True)
+        # Without an authorizer every user may do everything, except that with auth on, as RBAC, nobody grants
+        # system:anonymous anything.
+        self.authorize: Callable[..., bool] = authorize or (
+            lambda user, *a, **k: user != "system:anonymous" or not (self.tokens or self.require_auth))
         self.requests: List[RequestRecord] = []
         self.errors: List[BaseException] = []  # unexpected exceptions while serving
         self.faults = FaultPlan(self)
@@ -1171,7 +1174,9 @@ class FakeAPIServer:
         scheme, _, token = auth.partition(" ")
         user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if user is None and not auth:
-            user = _client_cert_user(h.connection)
+            # No credentials at all: the real API server (anonymous auth on, its default) takes the request as
+            # system:anonymous and lets RBAC answer, usually 403; only credentials it rejects get 401.
+            user = _client_cert_user(h.connection) or "system:anonymous"
         if user is None:
             raise _APIError(401, "Unauthorized", "Unauthorized")
         return user

@@ -15,6 +15,26 @@ def _sa_dir(k8s, tmp_path, sa, ns):
     return k8s.service_account_dir(tmp_path / f"{ns}-{sa}", k8s.token(sa, ns))
 
 
+def _get_without_a_valid_token(k8s, path, token=None):
+    import http.client
+    import ssl
+    conn = http.client.HTTPSConnection("127.0.0.1", k8s.port, timeout=30,
+                                       context=ssl.create_default_context(cafile=str(k8s.c.ca_file)))
+    conn.request("GET", path, headers={"Authorization": "Bearer " + token} if token else {})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_no_credentials_are_anonymous_and_forbidden_a_wrong_token_is_unauthorized(k8s):
+    """What tests/fakeapi.py answers too (test_fakeapi.py::test_unauthorized)."""
+    status, body = _get_without_a_valid_token(k8s, "/api/v1/pods")
+    assert (status, body["reason"], body["message"]) == (403, "Forbidden", 'pods is forbidden: User '
+                                                         '"system:anonymous" cannot list resource "pods" in API '
+                                                         'group "" at the cluster scope'), body
+    status, body = _get_without_a_valid_token(k8s, "/api/v1/pods", token="wrong")
+    assert (status, body["reason"], body["message"]) == (401, "Unauthorized", "Unauthorized"), body
+
+
 def test_default_account_gets_exit_3_with_the_api_message(k8s, tmp_path):
     ns = k8s.namespace("nobody")
     sa = _sa_dir(k8s, tmp_path, "default", ns)
