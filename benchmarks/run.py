@@ -576,23 +576,14 @@ class Report:
                     rows.append({"target": "fan-out %s: ahead of every other tool" % case, "value": others[best] / ex,
                                  "text": "next best: %s at %.2f s (%.2f× the exporter's time)" % (
                                      best, others[best], others[best] / ex), "ok": ex < others[best]})
-        for case in self.cases("quiet"):
-            first = self.med("quiet", case, "exporter", "bytes_out", "first")
-            again = self.med("quiet", case, "exporter", "bytes_out", "rerun")
-            if first and again is not None:
-                rows.append({"target": "quiet rerun %s: < 2 %% of the first run's bytes" % case,
-                             "value": again / first, "text": "%.2f %% (%s of %s)" % (
-                                 100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < 0.02})
-        for case in self.cases("young"):
-            floor, ex = self.med("young", case, "floor"), self.med("young", case, "exporter")
-            if ex and floor:
-                rows.append({"target": "%s: wall ≤ 1.2× floor" % case, "value": ex / floor,
-                             "text": "%.2f× floor (%.2f s vs %.2f s)" % (ex / floor, ex, floor), "ok": ex / floor <= 1.2})
-        for case in self.cases("scale"):
-            floor, ex = self.med("scale", case, "floor"), self.med("scale", case, "exporter")
-            if ex and floor:
-                rows.append({"target": "tiny pods, %s: wall ≤ 1.25× floor" % case, "value": ex / floor,
-                             "text": "%.2f× floor (%.2f s vs %.2f s)" % (ex / floor, ex, floor), "ok": ex / floor <= 1.25})
+        rows += self._quiet_rows("quiet", 0.02)
+        for workload, prefix, bound in (("young", "", 1.2), ("scale", "tiny pods, ", 1.25)):
+            for case in self.cases(workload):
+                floor, ex = self.med(workload, case, "floor"), self.med(workload, case, "exporter")
+                if ex and floor:
+                    rows.append({"target": "%s%s: wall ≤ %g× floor" % (prefix, case, bound), "value": ex / floor,
+                                 "text": "%.2f× floor (%.2f s vs %.2f s)" % (ex / floor, ex, floor),
+                                 "ok": ex / floor <= bound})
         for attr, what, unit, scale in (("wall", "time", "ms", 1e3), ("rss_kib", "peak RSS", "KiB", 1.0)):
             marg = self.marginal("scale", "exporter", attr)
             if len(marg) >= 2:
@@ -601,13 +592,19 @@ class Report:
                              "text": "%s per 1,000 pods: %s" % (unit, "; ".join(
                                  "%.1f from %d to %d" % (v * scale * 1000, x0, x1) for x0, x1, v in marg)),
                              "ok": bool(a) and b <= 1.25 * a + (0.0 if attr == "wall" else 64 / 1000)})
-        for case in self.cases("quiet-scale"):
-            first = self.med("quiet-scale", case, "exporter", "bytes_out", "first")
-            again = self.med("quiet-scale", case, "exporter", "bytes_out", "rerun")
+        rows += self._quiet_rows("quiet-scale", 0.03)
+        return rows
+
+    def _quiet_rows(self, workload: str, share: float) -> List[dict]:
+        """A rerun with nothing new moves less than ``share`` of the first run's bytes."""
+        rows = []
+        for case in self.cases(workload):
+            first = self.med(workload, case, "exporter", "bytes_out", "first")
+            again = self.med(workload, case, "exporter", "bytes_out", "rerun")
             if first and again is not None:
-                rows.append({"target": "quiet rerun %s: < 3 %% of the first run's bytes" % case,
+                rows.append({"target": "quiet rerun %s: < %g %% of the first run's bytes" % (case, 100 * share),
                              "value": again / first, "text": "%.2f %% (%s of %s)" % (
-                                 100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < 0.03})
+                                 100 * again / first, _bytes(again), _bytes(first)), "ok": again / first < share})
         return rows
 
     def pods(self, case: str) -> int:

@@ -110,15 +110,25 @@ def jane(ca):
     return ca.issue_cert("jane@example.com", common_name="jane")
 
 
-def test_client_certificate_files(shop, apiserver, ca, jane, tmp_path, capsys):
+@pytest.fixture
+def jane_files(jane, tmp_path):
+    """jane's certificate and key as files (tmp_path/jane.crt, tmp_path/jane.key)."""
     jane.cert_chain_pems[0].write_to_path(str(tmp_path / "jane.crt"))
     jane.private_key_pem.write_to_path(str(tmp_path / "jane.key"))
+    return tmp_path / "jane.crt", tmp_path / "jane.key"
+
+
+def assert_only_jane_by_certificate(apiserver):
+    assert {r.user for r in apiserver.requests} == {"jane"}
+    assert all("Authorization" not in r.headers for r in apiserver.requests)
+
+
+def test_client_certificate_files(shop, apiserver, ca, jane_files, tmp_path, capsys):
     config = write(tmp_path / "kubeconfig", kubeconfig(apiserver.url, {"client-certificate": "jane.crt",
                                                                        "client-key": "jane.key"}, ca=ca))
     code, _, err, _ = run(capsys, "--kubeconfig", str(config), "-o", str(tmp_path / "logs"))
     assert code == 0, err
-    assert {r.user for r in apiserver.requests} == {"jane"}
-    assert all("Authorization" not in r.headers for r in apiserver.requests)
+    assert_only_jane_by_certificate(apiserver)
 
 
 def test_inline_client_certificate_leaves_no_key_on_disk(shop, apiserver, ca, jane, tmp_path, capsys, monkeypatch):
@@ -289,24 +299,23 @@ def test_a_failing_rerun_keeps_the_last_token_and_says_why_once(apiserver, ca, p
         % (plugin.folder / "bin/auth-plugin")]
 
 
-def test_exec_plugin_client_certificate(shop, apiserver, ca, jane, tmp_path, capsys):
+def jane_plugin_kubeconfig(tmp_path, apiserver, ca, jane_files):
+    """An exec plugin that issues jane's certificate, and a kubeconfig that uses it."""
     plugin = Plugin(tmp_path / "plugin", "client.authentication.k8s.io/v1")
-    jane.cert_chain_pems[0].write_to_path(str(tmp_path / "jane.crt"))
-    jane.private_key_pem.write_to_path(str(tmp_path / "jane.key"))
-    plugin.plan(cert=str(tmp_path / "jane.crt"), key=str(tmp_path / "jane.key"))
-    config = write(plugin.folder / "kubeconfig", kubeconfig(apiserver.url, plugin.user(), ca=ca))
+    plugin.plan(cert=str(jane_files[0]), key=str(jane_files[1]))
+    return plugin, write(plugin.folder / "kubeconfig", kubeconfig(apiserver.url, plugin.user(), ca=ca))
+
+
+def test_exec_plugin_client_certificate(shop, apiserver, ca, jane_files, tmp_path, capsys):
+    _, config = jane_plugin_kubeconfig(tmp_path, apiserver, ca, jane_files)
     code, _, err, _ = run(capsys, "--kubeconfig", str(config), "-o", str(tmp_path / "logs"))
     assert code == 0, err
-    assert {r.user for r in apiserver.requests} == {"jane"}
-    assert all("Authorization" not in r.headers for r in apiserver.requests)
+    assert_only_jane_by_certificate(apiserver)
 
 
-def test_exec_plugin_client_certificate_is_renewed_after_a_401(shop, apiserver, ca, jane, tmp_path, monkeypatch):
-    plugin = Plugin(tmp_path / "plugin", "client.authentication.k8s.io/v1")
-    jane.cert_chain_pems[0].write_to_path(str(tmp_path / "jane.crt"))
-    jane.private_key_pem.write_to_path(str(tmp_path / "jane.key"))
-    plugin.plan(cert=str(tmp_path / "jane.crt"), key=str(tmp_path / "jane.key"))
-    config = write(plugin.folder / "kubeconfig", kubeconfig(apiserver.url, plugin.user(), ca=ca))
+def test_exec_plugin_client_certificate_is_renewed_after_a_401(shop, apiserver, ca, jane_files, tmp_path,
+                                                                monkeypatch):
+    plugin, config = jane_plugin_kubeconfig(tmp_path, apiserver, ca, jane_files)
     client = KubeClient.from_kubeconfig(config, environ={})
     assert len(list(client.list_pods())) == 1
     accepted = apiserver.connections_accepted

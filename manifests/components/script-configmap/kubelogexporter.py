@@ -1024,7 +1024,9 @@ class _Response(http.client.HTTPResponse):
         length = self.headers.get("content-length")
         if length and not self.chunked:
             with contextlib.suppress(ValueError):
-                self.length = int(length) if int(length) >= 0 else None
+                self.length = int(length)
+            if self.length is not None and self.length < 0:  # nonsense: read to the close instead
+                self.length = None
         if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200:
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
@@ -1038,8 +1040,6 @@ class _Connection(http.client.HTTPConnection):
     client certificate applies to new connections; ``proxy`` is an http:// proxy to tunnel through (CONNECT).
     Then its socket has the read timeout (``timeout``); KubeClient.request bounds the wait for a response.
     """
-
-    response_class = _Response
 
     def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
                  tls: Optional[Callable[[], Tuple[ssl.SSLContext, Optional[str]]]] = None,
@@ -1070,18 +1070,18 @@ class _Connection(http.client.HTTPConnection):
 
         On a connection whose last answer was not read to its end, a new one is opened first.
         """
-        if self.sock is not None and self._last is not None and not self._last.isclosed():
-            self.close()
-        if self.sock is None:
-            self.connect()
+        if any(ch in target for ch in " \r\n\t"):
+            raise http.client.InvalidURL("the request path %r holds white space" % target)
         head = ["GET ", target, " HTTP/1.1\r\nHost: ", self._host_header, "\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value:
                 raise ConfigError("the %s header would hold a line break: check the credentials" % name)
             head += (name, ": ", value, "\r\n")
         head.append("\r\n")
-        if any(ch in target for ch in " \r\n\t"):
-            raise http.client.InvalidURL("the request path %r holds white space" % target)
+        if self.sock is not None and self._last is not None and not self._last.isclosed():
+            self.close()
+        if self.sock is None:
+            self.connect()
         self.sock.sendall("".join(head).encode("latin-1"))
         self._last = None
 
@@ -3464,13 +3464,10 @@ def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Setti
     folders: set = set()
     take = threading.Lock()
     failure: List[BaseException] = []
-    listed = [False]  # every selected container was taken
 
     def work() -> None:
         while True:
-            with take:
-                if listed[0]:
-                    return
+            with take:  # an ended listing (done, or failed) gives None to every later next()
                 if stop.is_set():
                     result.interrupted = True
                     return
@@ -3481,7 +3478,6 @@ def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Setti
                     stop.set()
                     return
                 if c is None:
-                    listed[0] = True
                     return
             _run_job(_Job(client, store, settings, c, folders=folders), collector)
 
