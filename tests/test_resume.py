@@ -123,18 +123,27 @@ def filtered(body, anchor, block=None, last=None):
 
 
 @pytest.mark.parametrize("error", [b"unable to retrieve container logs", b"rpc error: code = Unknown",
-                                   b"2026 is not a timestamp", b"12:00 neither"])
-@pytest.mark.parametrize("where", [0, 3, 9])
-def test_unstamped_text_is_told_from_lines_wherever_it_falls(error, where):
-    """The quick look for unstamped lines (a digit at each line start) and the exact check together: text
-    without a timestamp is never written, first, in the middle or last, a year's turn included."""
+                                   b"2026 is not a timestamp", b"12:00 neither", b"failed: rotated\nwhile following"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_unstamped_text_at_either_end_of_a_body_is_never_written(error, where):
+    """The kubelet's error text, a body's start or its end (the only places the kubelet puts it), whatever block
+    it falls in, a year's turn included: reported, never written."""
     lines = [body_of([(T0 + i * NS, b"line %d" % i)]) for i in range(9)]
     lines[4] = body_of([(kle.parse_timestamp("2027-01-01T00:00:00Z"), b"new year")])
-    body = b"".join(lines[:where] + [error + b"\n"] + lines[where:])
-    for block in (None, 64, 100):
+    body = error + b"\n" + b"".join(lines) if where == "first" else b"".join(lines) + error + b"\n"
+    for block in (None, 40, 64, 100):
         out, line = filtered(body, None, block=block)
         assert out == b"".join(lines), block
-        assert line.errors == [error.decode()], block
+        assert line.errors == error.decode().splitlines(), block
+
+
+def test_unstamped_text_between_stamped_lines_of_one_block_is_taken_as_served():
+    """Only a block's first and last lines are checked (see _UNSTAMPED_RE): text the kubelet never sends, a line
+    without a timestamp inside a block, goes to the file as it came rather than being searched for at each line."""
+    good = racing(6)
+    body = body_of(good[:3]) + b"not stamped\n" + body_of(good[3:])
+    out, line = filtered(body, None)
+    assert out == body and line.errors == []
 
 
 @pytest.mark.parametrize("cut", [1, 3, 4, 7, 8, 11, 13])
@@ -157,15 +166,6 @@ def test_an_anchor_whose_line_is_gone_raises_and_writes_nothing():
     anchor = kle._Anchor(stamped[2][0], 1, 99)  # the right time, another line's text
     with pytest.raises(kle._AnchorMissing):
         filtered(body_of(stamped), anchor)
-
-
-def test_error_text_is_reported_wherever_it_falls_and_never_written():
-    good = racing(6)
-    body = body_of(good[:3]) + b"unable to retrieve container logs for containerd://abc\n" + body_of(good[3:])
-    for block in (None, 37, 64):
-        out, line = filtered(body, None, block)
-        assert out == body_of(good)
-        assert line.errors == ["unable to retrieve container logs for containerd://abc"]
 
 
 def test_a_long_line_in_pieces_ends_the_same_as_whole():
@@ -360,16 +360,18 @@ def test_an_endless_line_fails_its_container_and_the_others_finish(cluster, apis
         assert (tmp_path / "logs" / "shop" / name / "app.log").read_bytes() == cluster.log_bytes("shop", name, "app")
 
 
-def test_error_text_in_the_middle_of_a_body_is_reported_not_archived(cluster, apiserver, export):
+def test_error_text_of_several_lines_ending_a_body_is_reported_and_the_next_run_goes_on(cluster, apiserver, export):
     cluster.add_pod("shop", "web")
-    cluster.append_log("shop", "web", "app", ["one"])
-    cluster.pod("shop", "web").containers["app"].current.add(b"failed to read the log: rotated\n")
-    cluster.append_log("shop", "web", "app", ["two"], at=T0 + 5 * NS)
+    cluster.append_log("shop", "web", "app", ["one", "two"])
+    apiserver.faults.log_error_tail("shop", "web", "app", "failed to read the log: rotated\nwhile following\n")
     result = export()
-    assert [(f["container"], f["reason"]) for f in result.failed] == [
-        ("shop/web/app", "the kubelet reported: failed to read the log: rotated")]
-    text = (export.output / "shop" / "web" / "app.log").read_bytes()
-    assert b"failed to read" not in text and text.endswith(b" two\n") and text.count(b" one\n") == 1
+    assert [f["container"] for f in result.failed] == ["shop/web/app"]
+    assert result.failed[0]["reason"].startswith("the kubelet reported: failed to read the log: rotated")
+    path = export.output / "shop" / "web" / "app.log"
+    assert path.read_bytes() == cluster.log_bytes("shop", "web", "app")
+    cluster.append_log("shop", "web", "app", ["three"], at=T0 + 5 * NS)
+    assert export().ok
+    assert path.read_bytes() == cluster.log_bytes("shop", "web", "app")
 
 
 def test_a_trickling_body_is_stalled_retried_once_then_failed_while_the_others_finish(
