@@ -31,7 +31,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda signum, frame: _EARLY_SIGNALS.append(signum))
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -339,25 +338,24 @@ EXEC_RETRY_SECONDS = 10.0  # after a failed rerun, the last credential stands th
 KUBECTL_PROXY_HINT = "or run kubectl proxy and pass --server http://127.0.0.1:8001"
 
 
-@dataclasses.dataclass
 class _ConnectionSettings:
     """What a kubeconfig context says about reaching its cluster, paths already absolute."""
 
-    server: str
-    origin: str  # 'context "x" of /path/config', for messages
     ca_file: Optional[str] = None
     ca_data: Optional[bytes] = None
-    ca_setting: str = "--ca-file"
-    insecure: bool = False
-    tls_server_name: Optional[str] = None
+    ca_setting = "--ca-file"
     token: Optional[str] = None
     token_file: Optional[str] = None
     client_cert: Optional[Tuple[Any, Any]] = None  # (cert, key): each a path (str) or PEM data (bytes)
     exec_spec: Optional[Dict[str, Any]] = None
     exec_cluster: Optional[Dict[str, Any]] = None  # KUBERNETES_EXEC_INFO's spec.cluster
-    user: str = ""
-    namespace: Optional[str] = None
-    proxy_url: Optional[str] = None
+
+    def __init__(self, *, server: str, origin: str, user: str, namespace: Optional[str], insecure: bool,
+                 tls_server_name: Optional[str], proxy_url: Optional[str]):
+        self.server = server
+        self.origin = origin  # 'context "x" of /path/config', for messages
+        self.user, self.namespace, self.insecure = user, namespace, insecure
+        self.tls_server_name, self.proxy_url = tls_server_name, proxy_url
 
 
 def _without_password(url: str) -> str:
@@ -1687,21 +1685,26 @@ def _path_unsafe(value: str) -> bool:
     return value in ("", ".", "..") or "/" in value or "\0" in value
 
 
-@dataclasses.dataclass
 class _Container:
     """One container of a listed pod, with what its status says about its instances."""
 
-    namespace: str
-    pod: str
-    uid: str
-    name: str
-    restarts: int = 0
-    container_id: str = ""
-    state: str = ""  # running, waiting, terminated; empty when the kubelet has not reported it
-    waiting_reason: str = ""
-    has_previous: bool = False
-    started_ns: int = 0  # when the current instance started (running only; 0 when unknown)
-    listed_ns: int = 0  # when the status above was read (our clock)
+    __slots__ = ("namespace", "pod", "uid", "name", "restarts", "container_id", "state", "waiting_reason",
+                 "has_previous", "started_ns", "listed_ns")
+
+    def __init__(self, namespace: str, pod: str, uid: str, name: str, *, restarts: int = 0, container_id: str = "",
+                 state: str = "", waiting_reason: str = "", has_previous: bool = False, started_ns: int = 0,
+                 listed_ns: int = 0):
+        self.namespace, self.pod, self.uid, self.name = namespace, pod, uid, name
+        self.restarts = restarts
+        self.container_id = container_id
+        self.state = state  # running, waiting, terminated; empty when the kubelet has not reported it
+        self.waiting_reason = waiting_reason
+        self.has_previous = has_previous
+        self.started_ns = started_ns  # when the current instance started (running only; 0 when unknown)
+        self.listed_ns = listed_ns  # when the status above was read (our clock)
+
+    def __repr__(self) -> str:
+        return "_Container(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
 
     @property
     def key(self) -> str:
@@ -3279,30 +3282,33 @@ def _skip_reason(exc: ApiError, previous: bool = False) -> Optional[str]:
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
 class ExportResult:
     """What a run did. ``failed``, ``skipped`` and ``gaps`` hold {"container", "reason", ...} records."""
 
-    output_dir: str
-    pods: int = 0
-    containers: int = 0
-    exported: int = 0
-    unchanged: int = 0
-    bytes_written: int = 0
-    files: List[str] = dataclasses.field(default_factory=list)
-    skipped: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    failed: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    gaps: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
-    notes: List[str] = dataclasses.field(default_factory=list)
-    planned: List[str] = dataclasses.field(default_factory=list)
-    events: int = 0  # event versions written (--events)
-    pod_metadata: int = 0  # pod.json files written (changed or new)
-    removed: List[str] = dataclasses.field(default_factory=list)  # by retention: files, then "ns/pod/" folders
-    removed_bytes: int = 0
-    removed_events: int = 0  # lines dropped from events.jsonl files by retention
-    compressed: List[str] = dataclasses.field(default_factory=list)  # finished logs now .log.gz
-    interrupted: bool = False
-    duration_seconds: float = 0.0
+    FIELDS = ("output_dir", "pods", "containers", "exported", "unchanged", "bytes_written", "files", "skipped",
+              "failed", "gaps", "notes", "planned", "events", "pod_metadata", "removed", "removed_bytes",
+              "removed_events", "compressed", "interrupted", "duration_seconds")
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.pods = self.containers = self.exported = self.unchanged = self.bytes_written = 0
+        self.files: List[str] = []
+        self.skipped: List[Dict[str, Any]] = []
+        self.failed: List[Dict[str, Any]] = []
+        self.gaps: List[Dict[str, Any]] = []
+        self.notes: List[str] = []
+        self.planned: List[str] = []
+        self.events = 0  # event versions written (--events)
+        self.pod_metadata = 0  # pod.json files written (changed or new)
+        self.removed: List[str] = []  # by retention: files, then "ns/pod/" folders
+        self.removed_bytes = 0
+        self.removed_events = 0  # lines dropped from events.jsonl files by retention
+        self.compressed: List[str] = []  # finished logs now .log.gz
+        self.interrupted = False
+        self.duration_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return "ExportResult(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.FIELDS)
 
     @property
     def ok(self) -> bool:
@@ -3315,7 +3321,9 @@ class ExportResult:
         return EXIT_OK if self.ok else EXIT_FAILED
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, as JSON takes them; lists and their records copied."""
+        return {name: [dict(v) if isinstance(v, dict) else v for v in value] if isinstance(value, list) else value
+                for name, value in ((name, getattr(self, name)) for name in self.FIELDS)}
 
 
 class _Collector(_Outcome):
@@ -4472,8 +4480,7 @@ def _archive_summary(result: ExportResult) -> List[str]:
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Settings:
+class _Settings(NamedTuple):
     """What to export and how: validated once, whether from export_logs' arguments or the command line."""
 
     output_dir: Path

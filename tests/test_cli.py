@@ -305,3 +305,26 @@ def test_timeout_bounds_a_silent_server_and_the_retry_says_so(shop, args, apiser
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("kubelogexporter: warning: GET /api/v1/pods: cannot reach %s: no response within 0.3s; "
                              "retrying in " % apiserver.url) and len(err) == 2, err
+
+
+def test_start_up_imports_only_what_every_run_needs():
+    """What importing costs every run (#12): gzip and ctypes come only on the paths that need them, argparse only
+    with main(); dataclasses (with inspect) never."""
+    code = "import sys, kubelogexporter; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "kubelogexporter" in loaded
+    assert loaded.isdisjoint({"dataclasses", "inspect", "gzip", "ctypes", "argparse"})
+
+
+def test_the_json_summary_is_a_copy_with_every_field():
+    from kubelogexporter import ExportResult
+
+    result = ExportResult("/logs")
+    result.failed.append({"container": "shop/web/app", "reason": "gone"})
+    summary = result.to_dict()
+    assert list(summary) == list(ExportResult.FIELDS) and summary["output_dir"] == "/logs"
+    summary["failed"][0]["reason"] = "changed"
+    summary["files"].append("x")
+    assert result.failed == [{"container": "shop/web/app", "reason": "gone"}] and result.files == []
+    assert "failed=[{'container': 'shop/web/app', 'reason': 'gone'}]" in repr(result)
