@@ -2506,7 +2506,7 @@ _RACE_NS = RACE_SECONDS * NS_PER_SECOND
 # such text ends a body, and the block that holds it ends with it.  A block whose first and last lines are stamped
 # is therefore taken whole; only one that ends unstamped is searched line by line.  A regex at every line start
 # cost more than the rest of a large log's export (0.15 s per 256 MiB).
-_UNSTAMPED_RE = re.compile(rb"\n(?!\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d) )")
+_UNSTAMPED_RE = re.compile(rb"\n(?!%s)" % _TS_RE.pattern)  # _TS_RE itself: a last line it refuses is found
 
 
 class _Anchor(NamedTuple):
