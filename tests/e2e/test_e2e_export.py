@@ -182,3 +182,23 @@ def test_a_line_still_partial_at_the_end_of_the_file_is_exported_once_complete(k
     assert r.returncode == 0, r.stderr
     assert k8s.kubectl_logs(ns, "p", "app") == expect
     assert (out / ns / "p" / "app.log").read_bytes() == expect
+
+
+def test_the_kubelet_skips_a_line_it_cannot_parse_rather_than_serve_it_unstamped(k8s, exporter_sa, tmp_path):
+    """What the exporter's check for the kubelet's error text rests on (see _UNSTAMPED_RE): inside a body every
+    line is stamped, since the kubelet's log reader drops a record it cannot parse; error text only ends a body."""
+    ns = k8s.namespace("garbled")
+    k8s.pod(ns, "web")
+    f = k8s.log_file(ns, "web", "app")
+    t = now_ns() - 600 * 10**9
+    expect = cri_append(f, lines(t, 3, "before"))
+    with open(f, "a") as garbled:
+        garbled.write("not a CRI record\n2026 is no timestamp either\n")
+    expect += cri_append(f, lines(t + 10**9, 3, "after"))
+    k8s.give_logs(ns, "web", {"app": (f, None)})
+    assert k8s.kubectl_logs(ns, "web", "app") == expect
+    out = tmp_path / "out"
+    r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert files_under(out) == {f"{ns}/web/app.log": expect}
+    assert not summary(r)["failed"]
