@@ -110,6 +110,50 @@ def test_young_restart_race_then_one_restart_duplicates(cluster, apiserver, expo
     assert len(got) == len(set(got)), " | ".join(got)
 
 
+# 2c. As 2, with the new instance's lines stamped as a runtime stamps them, after its start (2 and 2b stamp them
+#     days before: a node clock that far behind).  The current log's first line after the 400 tells.
+@pytest.mark.parametrize("restarts_again", [False, True])
+def test_young_restart_after_the_previous_400_is_told_by_the_new_instances_first_line(cluster, apiserver, export,
+                                                                                     restarts_again):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)], at=time.time_ns() - 3 * NS)
+    asked = []
+
+    def handler(n, q):
+        asked.append(is_previous(q))
+        if n == 2 and not is_previous(q):  # after the 400 on previous=true
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 0"], at=time.time_ns())
+
+    on_requests(apiserver, handler)
+    assert export().ok
+    apiserver.faults.clear()
+    assert asked == [True, False, True, False]  # the first line is the new instance's: previous=true again
+    cluster.append_log("shop", "web", "app", ["i1 1"])
+    if restarts_again:
+        cluster.restart_container("shop", "web", "app")
+        cluster.append_log("shop", "web", "app", ["i2 0"], at=time.time_ns())
+    r = export()
+    assert r.ok and r.gaps == []
+    assert texts(export.output / "shop/web/app.log") == (["i0 %d" % i for i in range(5)] + ["i1 0", "i1 1"]
+                                                         + ["i2 0"] * restarts_again)
+
+
+# 2d. An old container's first export cut among its lines of the last minute: the resume's first line is recent,
+#     but it is not the instance's first, so nothing is asked again or written twice.
+def test_a_cut_among_an_old_containers_recent_lines_resumes_without_writing_twice(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    now = time.time_ns()
+    cluster.append_log("shop", "web", "app", ["old %d %s" % (i, "x" * 200) for i in range(40)], at=now - 3000 * NS)
+    cluster.append_log("shop", "web", "app", ["new %d %s" % (i, "x" * 200) for i in range(100)], at=now - 5 * NS)
+    apiserver.faults.cut_log(at_byte=kle.FIRST_READ_BYTES + 2000)  # after the old lines and some new ones
+    r = export()
+    assert r.ok and r.gaps == []
+    assert [is_previous(q.query) for q in apiserver.requests if q.path.endswith("/log")] == [False, False]
+    assert (export.output / "shop/web/app.log").read_bytes() == cluster.log_bytes("shop", "web", "app")
+
+
 # 3. A gap's follow-up read is cut, and the log rotates again before its resume: _AnchorMissing escapes
 #    from inside _execute's except clause.
 def test_cut_then_rotation_inside_a_gap_read(cluster, apiserver, export):

@@ -800,20 +800,25 @@ def test_the_state_records_files_only_after_flushing_them(cluster, apiserver, ex
 
 
 def test_a_first_export_asks_for_the_previous_instance_only_when_a_restart_could_hide(cluster, apiserver, export):
-    hours_ago = time.time_ns() - 3 * 3600 * NS
-    for name in ("old", "late", "young"):
+    now = time.time_ns()
+    hours_ago = now - 3 * 3600 * NS
+    for name in ("old", "late", "young", "new"):
         cluster.add_pod("shop", name)
     for name in ("old", "late"):
         cluster.pod("shop", name).containers["app"].current.started_at = hours_ago
+    cluster.pod("shop", "young").containers["app"].current.started_at = now - 10 * NS
     cluster.append_log("shop", "old", "app", ["logged hours before the run"], at=hours_ago)
-    cluster.append_log("shop", "late", "app", ["quiet for hours, then logged just now"], at=time.time_ns())
-    cluster.append_log("shop", "young", "app", ["started and logged just now"], at=time.time_ns())
+    cluster.append_log("shop", "late", "app", ["quiet for hours, then logged just now"], at=now)
+    cluster.append_log("shop", "young", "app", ["started and logged 10 s before the run"], at=now - 10 * NS)
+    cluster.append_log("shop", "new", "app", ["started and logged just now"], at=now)
     assert export(concurrency=1).ok
     asked = [(r.path.split("/")[6], "previous" in r.query) for r in log_requests(apiserver)]
     assert asked.count(("old", False)) == 1 and ("old", True) not in asked  # one request
     assert [a for a in asked if a[0] == "young"] == [("young", True), ("young", False)]  # a quick 400 first
     # late: its log (stopped before writing), previous (400: none), its log again
     assert [a for a in asked if a[0] == "late"] == [("late", False), ("late", True), ("late", False)]
+    # new: its first line is as recent as the 400 (within CLOCK_SKEW_SECONDS), as a new instance's would be
+    assert [a for a in asked if a[0] == "new"] == [("new", True), ("new", False)] * 2
 
 
 def test_lines_longer_than_the_read_buffer_arrive_whole(cluster, apiserver, api, export):

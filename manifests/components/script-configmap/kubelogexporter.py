@@ -121,6 +121,9 @@ WRITEBACK_BYTES = 8 << 20
 # A first export reads the previous instance too when the current log starts this close to the listing (or is
 # empty): only then can the container have restarted in between.  The margin covers clock skew between nodes.
 YOUNG_LOG_SECONDS = 60
+# How far a node's clock may be behind ours when a log's first line is compared with a moment of ours (NTP keeps
+# it within milliseconds; this is for a node that is not kept so).
+CLOCK_SKEW_SECONDS = 2
 USER_AGENT = "kubelogexporter/%s (python)" % __version__
 
 EXIT_OK = 0
@@ -2911,10 +2914,10 @@ class _Job:
 
     def _execute(self, plan: _Plan, outcome: _Outcome) -> Optional[str]:
         """The plan's reads in order, with the two detours a restart after the listing calls for."""
-        shift = 0
+        shift, absent_ns = 0, None
         for read in plan.reads:
             try:
-                reason = self._read(read, shift)
+                reason = self._read(read, shift, young_ns=absent_ns)
             except _AnchorMissing:
                 if read.search:
                     return self._after_missing_line(read)
@@ -2922,8 +2925,11 @@ class _Job:
                 reason = self._after_gap(read, _Read(read.previous))
             except _Young:
                 return self._after_young(read)
-            if read.previous and read.young and reason is None:
-                shift = 1  # it restarted after the listing: the listed instance was that previous one
+            if read.previous and read.young:
+                if reason is None:
+                    shift = 1  # it restarted after the listing: the listed instance was that previous one
+                else:  # no previous instance as of now: a current log whose first line is later is a new one's
+                    absent_ns = time.time_ns() - CLOCK_SKEW_SECONDS * NS_PER_SECOND
             if reason is not None and not read.previous:
                 return reason
         return None
@@ -2962,14 +2968,16 @@ class _Job:
 
     # -- one instance ----------------------------------------------------------
 
-    def _read(self, read: _Read, shift: int = 0) -> Optional[str]:
+    def _read(self, read: _Read, shift: int = 0, young_ns: Optional[int] = None) -> Optional[str]:
         """Copy one instance's answer into the file, resuming after cut streams; a reason when the API has no log
-        for it.  ``shift`` is 1 once the container is known to have restarted after the listing."""
+        for it.  ``shift`` is 1 once the container is known to have restarted after the listing; a first line
+        stamped at or after ``young_ns`` raises _Young (by default, for a young read: the listing's margin)."""
         c = self.c
         instance = c.restarts + shift - (1 if read.previous else 0)
         follow = self.stream is not None and not read.previous and c.state != "terminated"
         finished = read.previous or c.state != "running"  # an ended instance: its last line is whole
-        young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND if read.young and not read.previous else None
+        if young_ns is None and read.young and not read.previous:
+            young_ns = c.listed_ns - YOUNG_LOG_SECONDS * NS_PER_SECOND
         self.first_ns = None
         failures = stalls = 0
         resumed = False  # the read's anchor is the last line this read wrote before a cut
@@ -2987,9 +2995,11 @@ class _Job:
                 return reason
             if response is None:
                 return "no log yet (pod not scheduled)"
+            # Only the instance's first line tells whether it started after the listing: once a line is written,
+            # a resume's first line is just a later one of the same instance.
             line = self.line = _LineFilter(read.anchor, self.last, self._write, strip=not self.settings.timestamps,
                                            before_long_line=lambda line: self._checkpoint(),
-                                           young_ns=young_ns)
+                                           young_ns=young_ns if self.first_ns is None else None)
             try:
                 self._copy(response, line, instance, follow=follow, finished=finished)
             except _DiskError:
