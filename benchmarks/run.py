@@ -979,7 +979,7 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, help="PNG (default benchmarks/memory.png; --quick: next to --output)")
     p.add_argument("--json", default=None, help="raw results (default benchmarks/results.json; --quick: next to --output)")
     p.add_argument("--merge", default=None, metavar="RESULTS_JSON",
-                   help="keep the runs in this results file except those of the tools and workloads run now")
+                   help="keep the runs in this results file except those of the tools, workloads and cases run now")
     p.add_argument("--render", default=None, metavar="RESULTS_JSON",
                    help="run nothing: write the report and plot again from a results file")
     p.add_argument("--workdir", default=None, help="where tools write (default: a new temp dir, removed afterwards)")
@@ -1138,8 +1138,8 @@ def main(argv=None) -> int:
         old = json.loads(Path(args.merge).read_text())
         if "many_runs" not in meta and old["meta"].get("many_runs"):
             meta["many_runs"] = old["meta"]["many_runs"]
-        ran = {(r.workload, r.tool) for r in runs}
-        kept = [Run(**r) for r in old["runs"] if (r["workload"], r["tool"]) not in ran]
+        ran = {(r.workload, r.case, r.tool) for r in runs}  # a size re-run leaves the tool's other sizes
+        kept = [Run(**r) for r in old["runs"] if (r["workload"], r["case"], r["tool"]) not in ran]
         runs = kept + runs
         for k in ("sizes", "containers"):
             meta[k] = dict(old["meta"].get(k, {}), **meta[k])
