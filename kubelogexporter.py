@@ -1460,15 +1460,15 @@ class KubeClient:
         """One GET on ``conn``: the whole response header within response_timeout, however it trickles in."""
         conn.send_get(target, headers)
         sock = self._local.sock = conn.sock  # the response's, even once a "Connection: close" drops it
-        sock.settimeout(self.response_timeout)
-        with _Deadline(sock, self.response_timeout) as deadline:
+        if sock.gettimeout() != self._timeout:  # a follow or watch stream's own: each settimeout is a syscall
+            sock.settimeout(self._timeout)
+        with _Deadline(sock, self.response_timeout) as deadline:  # the watchdog shuts the socket when it passes
             try:
                 response = conn.get_response()
             except _NETWORK_ERRORS as exc:
                 if deadline.expired or isinstance(exc, socket.timeout):
                     raise socket.timeout("no response within %gs" % self.response_timeout) from None
                 raise
-        sock.settimeout(self._timeout)
         return response
 
     def _error_of(self, response: http.client.HTTPResponse) -> Tuple[str, str]:
@@ -2180,7 +2180,8 @@ class _OutputFile:
         info = os.fstat(self._fd)
         self.ino = info.st_ino
         self.size = self.committed = info.st_size  # committed: where the last checkpoint ended
-        os.lseek(self._fd, self.size, os.SEEK_SET)
+        if self.size:
+            os.lseek(self._fd, self.size, os.SEEK_SET)
         self._handed = self.size  # pages before this offset were handed to the disk
         self._unhanded = 0  # bytes given to write() since
 
@@ -2268,7 +2269,8 @@ class _OutputFile:
     def close(self, *, keep: bool) -> None:
         if self.replace and keep:
             os.fsync(self._fd)  # no state records a replaced file: it must be whole before the rename
-        empty = self.created and not self.replace and os.fstat(self._fd).st_size == 0
+        # (a checkpoint past 0 is never taken back: only a file without one needs looking at)
+        empty = self.created and not self.replace and not self.committed and os.fstat(self._fd).st_size == 0
         os.close(self._fd)
         if empty:  # made for lines that never came (a refused or empty log): leave no file behind
             with contextlib.suppress(OSError):
