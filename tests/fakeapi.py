@@ -248,8 +248,9 @@ class Container:
 
 
 class Pod:
-    def __init__(self, namespace, name, uid, labels, node_name, phase, now):
+    def __init__(self, namespace, name, uid, labels, node_name, phase, now, restart_policy="Always"):
         self.namespace, self.name, self.uid = namespace, name, uid
+        self.restart_policy = restart_policy
         self.labels = dict(labels or {})
         self.node_name = node_name      # None: not scheduled
         self.phase = phase
@@ -267,7 +268,7 @@ class Pod:
         """Every field a field selector can use, with its current value."""
         return {"metadata.name": self.name, "metadata.namespace": self.namespace,
                 "spec.nodeName": self.node_name or "", "status.phase": self.phase,
-                "spec.restartPolicy": "Always", "spec.schedulerName": "default-scheduler",
+                "spec.restartPolicy": self.restart_policy, "spec.schedulerName": "default-scheduler",
                 "spec.serviceAccountName": "default", "status.podIP": self.pod_ip(),
                 "status.nominatedNodeName": ""}
 
@@ -286,7 +287,7 @@ class Pod:
         for c in self.containers.values():
             spec.setdefault(c.kind, []).append({"name": c.name, "image": c.image,
                                                 "imagePullPolicy": "IfNotPresent"})
-        spec.update(restartPolicy="Always", serviceAccountName="default",
+        spec.update(restartPolicy=self.restart_policy, serviceAccountName="default",
                     schedulerName="default-scheduler")
         if self.node_name:
             spec["nodeName"] = self.node_name
@@ -401,14 +402,15 @@ class FakeCluster:
             return sorted(self._namespaces)
 
     def add_pod(self, namespace, name, *, containers=("app",), init_containers=(), ephemeral_containers=(),
-                uid=None, node_name="node-1", labels=None, phase="Running", scheduled=True) -> Pod:
+                uid=None, node_name="node-1", labels=None, phase="Running", scheduled=True,
+                restart_policy="Always") -> Pod:
         with self.lock:
             if (namespace, name) in self._pods:
                 raise ValueError(f"pod {namespace}/{name} already exists")
             self.add_namespace(namespace)
             now = self.clock()
             pod = Pod(namespace, name, uid or str(uuid.uuid4()), labels,
-                      node_name if scheduled else None, phase if scheduled else "Pending", now)
+                      node_name if scheduled else None, phase if scheduled else "Pending", now, restart_policy)
             for kind, names in (("initContainers", init_containers), ("containers", containers),
                                 ("ephemeralContainers", ephemeral_containers)):
                 for cname in names:

@@ -821,6 +821,33 @@ def test_a_first_export_asks_for_the_previous_instance_only_when_a_restart_could
     assert [a for a in asked if a[0] == "new"] == [("new", True), ("new", False)] * 2
 
 
+def test_a_young_container_that_cannot_restart_is_read_with_one_request(cluster, apiserver, export):
+    """restartPolicy Never (Jobs), or an ephemeral container: the listed instance is the only one, so a young one
+    needs no previous=true first. A native sidecar (an init container with restartPolicy Always) still does."""
+    cluster.add_pod("batch", "job-x", init_containers=["sidecar"], ephemeral_containers=["debug"],
+                    restart_policy="Never")
+    pod = cluster.pod("batch", "job-x")
+    for c in pod.containers.values():
+        c.state, c.reason, c.current.started = "running", "", True
+    for name in ("app", "debug", "sidecar"):
+        cluster.append_log("batch", "job-x", name, ["%s started just now" % name], at=time.time_ns() - 10 * NS)
+    real_to_json = pod.to_json
+
+    def with_sidecar():
+        doc = real_to_json()
+        doc["spec"]["initContainers"][0]["restartPolicy"] = "Always"
+        return doc
+
+    pod.to_json = with_sidecar
+    assert export(concurrency=1).ok
+    asked = [(r.path.split("/")[-2], r.query.get("container", [""])[0], "previous" in r.query)
+             for r in log_requests(apiserver)]
+    assert sorted(asked) == [("job-x", "app", False), ("job-x", "debug", False),
+                             ("job-x", "sidecar", False), ("job-x", "sidecar", True)]
+    for name in ("app", "debug", "sidecar"):
+        assert (export.output / "batch/job-x" / (name + ".log")).read_bytes() == cluster.log_bytes("batch", "job-x", name)
+
+
 def test_lines_longer_than_the_read_buffer_arrive_whole(cluster, apiserver, api, export):
     cluster.add_pod("shop", "web")
     cluster.append_log("shop", "web", "app", ["short", "y" * (3 * kubelogexporter.BLOCK_SIZE), "short again"])

@@ -19,9 +19,11 @@ from kubelogexporter import KubeClient, export_logs
 T0 = 1795946400 * NS  # 2026-11-29T10:00:00Z
 
 
-def container(restarts=0, state="running", has_previous=False, started_ns=T0, listed_ns=T0 + 3600 * NS):
+def container(restarts=0, state="running", has_previous=False, started_ns=T0, listed_ns=T0 + 3600 * NS,
+              may_restart=True):
     return kle._Container("shop", "web", "uid-1", "app", restarts=restarts, container_id="c-%d" % restarts,
-                          state=state, has_previous=has_previous, started_ns=started_ns, listed_ns=listed_ns)
+                          state=state, has_previous=has_previous, started_ns=started_ns, listed_ns=listed_ns,
+                          may_restart=may_restart)
 
 
 ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
@@ -38,6 +40,9 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
     (container(started_ns=T0 + 3590 * NS), None, None, [kle._Read(True, young=True), kle._Read(False)]),
     (container(restarts=1, has_previous=True), None, None, [kle._Read(True), kle._Read(False)]),
     (container(state="terminated"), None, None, [kle._Read(False)]),
+    # restartPolicy Never (a Job's pod): no other instance can come, young or old
+    (container(may_restart=False), None, None, [kle._Read(False)]),
+    (container(started_ns=T0 + 3590 * NS, may_restart=False), None, None, [kle._Read(False)]),
     # the record's line is in the current instance: from a second before it, after that very line
     (container(restarts=3), dict(ANCHOR.record(), instance=3, held=True), None,
      [kle._Read(False, anchor=ANCHOR, search=True)]),

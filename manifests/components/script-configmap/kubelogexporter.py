@@ -1692,11 +1692,11 @@ class _Container:
     """One container of a listed pod, with what its status says about its instances."""
 
     __slots__ = ("namespace", "pod", "uid", "name", "restarts", "container_id", "state", "waiting_reason",
-                 "has_previous", "started_ns", "listed_ns")
+                 "has_previous", "started_ns", "listed_ns", "may_restart")
 
     def __init__(self, namespace: str, pod: str, uid: str, name: str, *, restarts: int = 0, container_id: str = "",
                  state: str = "", waiting_reason: str = "", has_previous: bool = False, started_ns: int = 0,
-                 listed_ns: int = 0):
+                 listed_ns: int = 0, may_restart: bool = True):
         self.namespace, self.pod, self.uid, self.name = namespace, pod, uid, name
         self.restarts = restarts
         self.container_id = container_id
@@ -1705,6 +1705,7 @@ class _Container:
         self.has_previous = has_previous
         self.started_ns = started_ns  # when the current instance started (running only; 0 when unknown)
         self.listed_ns = listed_ns  # when the status above was read (our clock)
+        self.may_restart = may_restart  # False under restartPolicy Never: the listed instance is the only one
 
     def __repr__(self) -> str:
         return "_Container(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
@@ -1742,14 +1743,17 @@ def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
     spec = _object(pod.get("spec"))
     status = _object(pod.get("status"))
     now = time.time_ns()
+    pod_policy = spec.get("restartPolicy") or "Always"
     found = []
     for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
                                  ("ephemeralContainers", "ephemeralContainerStatuses")):
         statuses = {s.get("name"): s for s in _objects(status.get(status_key))}
         for container in _objects(spec.get(spec_key)):
             name = str(container.get("name") or "")
+            # A container's own policy (a sidecar's Always) wins over the pod's; an ephemeral one never restarts.
+            policy = "Never" if spec_key == "ephemeralContainers" else container.get("restartPolicy") or pod_policy
             entry = _Container(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
-                               name, listed_ns=now)
+                               name, listed_ns=now, may_restart=policy != "Never")
             st = statuses.get(name)
             if st:
                 restarts = st.get("restartCount")
@@ -2760,7 +2764,7 @@ def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optio
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
         if use_state and c.has_previous:
             return _Plan((_Read(True, since_ns=since_ns), _Read(False, since_ns=since_ns)))
-        if not use_state or c.state != "running":
+        if not use_state or c.state != "running" or not c.may_restart:
             return _Plan((_Read(False, since_ns=since_ns),))
         # A restart after the listing would make the listed instance "previous".  A container started just before
         # the listing is asked for that first (a quick 400 when there is none); an older one only when its log
