@@ -154,6 +154,82 @@ def test_a_cut_among_an_old_containers_recent_lines_resumes_without_writing_twic
     assert (export.output / "shop/web/app.log").read_bytes() == cluster.log_bytes("shop", "web", "app")
 
 
+# 2e. (found by a cold review) The moment "no previous instance" was decided is before the 400 arrives: taken
+#     after it, a slow answer (or a stalled exporter) widened the window a restart could hide in.
+def test_young_restart_while_the_400_is_on_its_way_is_told(cluster, apiserver, export, monkeypatch):
+    monkeypatch.setattr(kle, "CLOCK_SKEW_SECONDS", 0.2)
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)], at=time.time_ns() - 10 * NS)
+    real = kle.KubeClient.open_log
+
+    def slow_answer(self, *args, **kwargs):
+        try:
+            return real(self, *args, **kwargs)
+        except kle.ApiError as exc:
+            if kwargs.get("previous") and exc.status == 400 and not cluster.pod("shop", "web").containers[
+                    "app"].restart_count:
+                cluster.restart_container("shop", "web", "app")  # just after the kubelet's answer
+                cluster.append_log("shop", "web", "app", ["i1 0"], at=time.time_ns())
+                time.sleep(0.5)  # the answer takes this long to be seen
+            raise
+
+    monkeypatch.setattr(kle.KubeClient, "open_log", slow_answer)
+    r = export()
+    assert r.ok and r.gaps == []
+    assert texts(export.output / "shop/web/app.log") == ["i0 %d" % i for i in range(5)] + ["i1 0"]
+
+
+# 2f. (found by a cold review) A young container's new instance with a first line longer than the read buffer,
+#     whole or cut: the check on its first line works on the piece too.
+@pytest.mark.parametrize("cut", [None, 5000, kle.BLOCK_SIZE + 100])
+def test_young_restart_after_the_400_with_a_long_first_line(cluster, apiserver, export, cut):
+    cluster.add_pod("shop", "web")
+    cluster.append_log("shop", "web", "app", ["i0 %d" % i for i in range(5)], at=time.time_ns() - 3 * NS)
+
+    def handler(n, q):
+        if n == 2:
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 " + "L" * (3 * kle.BLOCK_SIZE), "i1 1"],
+                               at=time.time_ns())
+            if cut:
+                apiserver.faults.cut_log(at_byte=cut, times=1)
+
+    on_requests(apiserver, handler)
+    for more in ([], ["i1 2"]):
+        cluster.append_log("shop", "web", "app", more)
+        r = export()
+        apiserver.faults.clear()
+        assert r.ok and r.gaps == []
+        expect = cluster.log_bytes("shop", "web", "app", previous=True) + cluster.log_bytes("shop", "web", "app")
+        assert (export.output / "shop/web/app.log").read_bytes() == expect
+
+
+# 2g. (found by a cold review) A cut, then a restart before the resume: the resume lacks the line written before
+#     the cut, which was taken for a rotation (a false gap, the new instance under the listed number, and the
+#     next run the old instance whole again).  The previous instance is searched for it first now.
+def test_a_cut_then_a_restart_before_the_resume_is_not_taken_for_a_rotation(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["i0 %d %s" % (i, "x" * 200) for i in range(200)],
+                       at=time.time_ns() - 3000 * NS)
+
+    def handler(n, q):
+        if n == 1:
+            apiserver.faults.cut_log(at_byte=kle.FIRST_READ_BYTES + 2000)
+        if n == 2:  # the resume after the cut
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", ["i1 %d" % i for i in range(3)], at=time.time_ns())
+
+    on_requests(apiserver, handler)
+    r1 = export()
+    apiserver.faults.clear()
+    cluster.append_log("shop", "web", "app", ["i1 3"])
+    r2 = export()
+    got = [" ".join(t.split(" ")[:2]) for t in texts(export.output / "shop/web/app.log")]
+    assert got == ["i0 %d" % i for i in range(200)] + ["i1 %d" % i for i in range(4)]
+    assert r1.gaps == r2.gaps == []
+
+
 # 3. A gap's follow-up read is cut, and the log rotates again before its resume: _AnchorMissing escapes
 #    from inside _execute's except clause.
 def test_cut_then_rotation_inside_a_gap_read(cluster, apiserver, export):
@@ -467,6 +543,69 @@ def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, expo
         print("LOG\n" + "\n".join(map(str, LOG)))
     assert got == expect
     assert gaps == []
+
+
+# (from a cold review) A first export, young or old, with a restart before one of its first log requests (the
+# listing's instance then is not the current one), a cut, error text at the body's end, long first lines and a
+# node clock behind ours; then runs with ordinary restarts between them.
+@pytest.mark.parametrize("seed", range(int(os.environ.get("FUZZ", "4"))))
+@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+def test_fuzz_a_first_export_with_a_restart_before_a_request(cluster, apiserver, export, seed, mode):
+    rng = random.Random(seed)
+    cluster.add_pod("shop", "web")
+    old = rng.random() < 0.3
+    if old:
+        cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    behind = rng.choice([0, 0, int(1.5 * NS)])  # the node's clock behind ours
+    tail = rng.random() < 0.3
+    if tail:
+        apiserver.faults.log_error_tail("shop", "web", "app", "rpc error: code = Unknown desc = failed\nmore\n", times=2)
+    n = [0]
+
+    def lines(k, long_first=False):
+        out = []
+        for i in range(k):
+            out.append("l%d %s" % (n[0], "x" * (3 * kle.BLOCK_SIZE if long_first and i == 0 else rng.randrange(300))))
+            n[0] += 1
+        return out
+
+    cluster.append_log("shop", "web", "app", lines(rng.randrange(0, 30), rng.random() < 0.2),
+                       at=time.time_ns() - rng.randrange(0, 5 * NS))
+    instances = []
+    restart_at, cut_at = rng.randrange(1, 3 if old else 4), rng.choice([None, 1, 2, 3, 4])
+    cut_byte = rng.choice([20, 200, 5000, kle.BLOCK_SIZE + 7])
+
+    def handler(k, q):
+        if k == restart_at:
+            instances.append(cluster.log_bytes("shop", "web", "app"))
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", lines(rng.randrange(1, 10), rng.random() < 0.3),
+                               at=time.time_ns() - behind)
+        if k == cut_at:
+            apiserver.faults.cut_log(at_byte=cut_byte)
+
+    on_requests(apiserver, handler)
+    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
+    r1 = export(**opts)
+    apiserver.faults.clear()
+    assert tail or r1.failed == []
+    for run in range(3):
+        cluster.append_log("shop", "web", "app", lines(rng.randrange(0, 5)))
+        if rng.random() < 0.3:
+            instances.append(cluster.log_bytes("shop", "web", "app"))
+            cluster.restart_container("shop", "web", "app")
+            cluster.append_log("shop", "web", "app", lines(rng.randrange(0, 5)), at=time.time_ns())
+        r = export(**opts)
+        assert r.failed == [], (run, r.failed)
+    expect = b"".join(instances) + cluster.log_bytes("shop", "web", "app")
+    path = export.output / "shop" / "web" / ("app.log.gz" if mode == "gz" else "app.log")
+    got = path.read_bytes() if path.exists() else b""
+    if mode == "gz" and got:
+        got = gzip.decompress(got)
+    if mode == "nots":
+        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
+    short = [ln[:40] for ln in got.splitlines()]
+    assert got == expect, (restart_at, cut_at, cut_byte, r1.gaps, short)
 
 
 # 9. held=False (the newest instance was read empty) and a restart between the listing and the request:

@@ -398,3 +398,26 @@ def test_a_trickling_body_is_stalled_retried_once_then_failed_while_the_others_f
     assert cluster.log_bytes("shop", "slow", "app").startswith(slow) and slow[-1:] in (b"", b"\n")  # whole lines
     assert export_logs(tmp_path / "logs", server=apiserver.url, account_dir=service_account, environ={}).ok
     assert (tmp_path / "logs" / "shop" / "slow" / "app.log").read_bytes() == cluster.log_bytes("shop", "slow", "app")
+
+
+@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+@pytest.mark.parametrize("shift", [-5, -1, 0, 1, 5])
+def test_the_kubelets_error_text_across_the_first_read_boundary(cluster, apiserver, export, mode, shift):
+    """(from a cold review) Error text of two lines that a read boundary cuts anywhere: reported, never written,
+    and the next run goes on exactly."""
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    cluster.append_log("shop", "web", "app", ["a %d %s" % (i, "x" * 90) for i in range(150)])
+    pad = kle.FIRST_READ_BYTES + shift - len(cluster.log_bytes("shop", "web", "app")) - 1
+    cluster.append_log("shop", "web", "app", ["p " + "y" * (pad - 33)])  # the stamp and "p " take 33
+    apiserver.faults.log_error_tail("shop", "web", "app", "rpc error: code = Unknown desc = failed\nwhile following\n")
+    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
+    assert [f["container"] for f in export(**opts).failed] == ["shop/web/app"]
+    cluster.append_log("shop", "web", "app", ["b 0"])
+    assert export(**opts).ok
+    path = export.output / "shop/web" / ("app.log.gz" if mode == "gz" else "app.log")
+    got = gzip.decompress(path.read_bytes()) if mode == "gz" else path.read_bytes()
+    expect = cluster.log_bytes("shop", "web", "app")
+    if mode == "nots":
+        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
+    assert got == expect

@@ -2922,6 +2922,7 @@ class _Job:
         """The plan's reads in order, with the two detours a restart after the listing calls for."""
         shift, absent_ns = 0, None
         for read in plan.reads:
+            asked_ns = time.time_ns()  # the kubelet answers after this: an instance it did not know starts later
             try:
                 reason = self._read(read, shift, young_ns=absent_ns)
             except _AnchorMissing:
@@ -2935,7 +2936,7 @@ class _Job:
                 if reason is None:
                     shift = 1  # it restarted after the listing: the listed instance was that previous one
                 else:  # no previous instance as of now: a current log whose first line is later is a new one's
-                    absent_ns = time.time_ns() - CLOCK_SKEW_SECONDS * NS_PER_SECOND
+                    absent_ns = asked_ns - int(CLOCK_SKEW_SECONDS * NS_PER_SECOND)
             if reason is not None and not read.previous:
                 return reason
         return None
@@ -2943,13 +2944,21 @@ class _Job:
     def _after_missing_line(self, read: _Read) -> Optional[str]:
         """The current instance lacks the last line written: it restarted after the listing, so that line is in the
         previous instance now, or the log rotated and the lines between are lost."""
-        try:
-            found = self._read(_Read(True, anchor=read.anchor), shift=1) is None
-        except _AnchorMissing:
-            found = False
-        if found:  # the rest of the old instance is written; the new one is all new
+        if self._rest_of_previous(read.anchor, shift=1):  # the new instance is all new
             return self._read(_Read(False), shift=1)
         return self._after_gap(read, _Read(False))
+
+    def _rest_of_previous(self, anchor: _Anchor, *, shift: int) -> bool:
+        """Whether the previous instance holds ``anchor``'s line (the current one restarted since it was written);
+        if so, the lines after it are written."""
+        first_ns = self.first_ns
+        try:
+            if self._read(_Read(True, anchor=anchor), shift=shift) is None:
+                return True
+        except _AnchorMissing:
+            pass
+        self.first_ns = first_ns  # (that read wrote nothing)
+        return False
 
     def _after_young(self, read: _Read) -> Optional[str]:
         """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
@@ -3040,9 +3049,13 @@ class _Job:
                 self._settle(line, instance, cut=True)
                 if not resumed:
                     raise
+                # The resume lacks the line written before the cut: the container restarted since, or the log
+                # rotated (then what its file holds now is all newer, and the lines between are lost).
+                if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
+                    return self._read(_Read(False), shift=shift + 1)
                 if gap:
                     self._gap(gap[0], gap[1])
-                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]  # rotated meanwhile
+                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
                 continue
             except BaseException:
                 self.client.drop_connection()
@@ -3054,7 +3067,9 @@ class _Job:
             if self.stream is not None and self.stream.yield_requested:
                 self.client.drop_connection()  # the rest of the body is not read
                 return None
-            if not line.found and resumed:
+            if not line.found and resumed:  # as above, the answer ending before any later line
+                if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
+                    return self._read(_Read(False), shift=shift + 1)
                 if gap:
                     self._gap(gap[0], gap[1])
                 read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
