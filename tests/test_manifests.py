@@ -620,6 +620,9 @@ def test_script_source(rendered, variant):
     key = SCRIPT_PATH[len(app[0]["mountPath"].rstrip("/")) + 1:]
     # the copy; test_script_copy_is_current checks it against the real one
     assert cm["data"][key] == SCRIPT_COPY.read_text()
+    # The API server takes a ConfigMap of up to 1 MiB. Client-side apply would also keep the whole object in an
+    # annotation, limited to 256 KiB, which the script outgrew: hence `kubectl apply --server-side` throughout.
+    assert len(json.dumps(cm["data"]).encode()) < 1 << 20
 
 
 def test_script_copy_is_current():

@@ -3,7 +3,7 @@
 
     python3 tests/e2e/cluster.py up DIR     # build/reuse binaries, start, wait until ready
     python3 tests/e2e/cluster.py down DIR   # stop everything started by `up DIR`
-    python3 tests/e2e/cluster.py try DIR    # up, kubectl apply -k manifests/, a demo pod, one export
+    python3 tests/e2e/cluster.py try DIR    # up, kubectl apply --server-side -k manifests/, a demo pod, one export
 
 It runs, all on 127.0.0.1 with free ports and everything under DIR:
   - etcd;
@@ -324,7 +324,7 @@ def _find_kubectl() -> str:
 
 
 def try_it(c: "Cluster") -> None:
-    """up, `kubectl apply -k manifests/`, a pod with a log, then the exporter run as the CronJob's pod would."""
+    """up, `kubectl apply --server-side -k manifests/`, a pod with a log, then the exporter run as the CronJob's pod would."""
     kubectl = _find_kubectl()
     repo = HERE.parents[1]
     env = dict(os.environ, KUBECONFIG=str(c.kubeconfig))
@@ -334,7 +334,7 @@ def try_it(c: "Cluster") -> None:
         return subprocess.run([kubectl, *args], env=env, check=True, text=True, **kw)
 
     c.up()
-    k("apply", "-k", str(repo / "manifests"))
+    k("apply", "--server-side", "-k", str(repo / "manifests"))
     c.api("POST", "/api/v1/namespaces", {"metadata": {"name": "demo"}}, ok=(201, 409))
     log = c.container_logs / "demo_hello" / "app" / "0.log"
     log.parent.mkdir(parents=True, exist_ok=True)

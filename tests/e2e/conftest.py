@@ -50,7 +50,7 @@ def k8s(tmp_path_factory) -> K8s:
     print(f"\n[e2e] control plane up in {time.monotonic() - t0:.1f}s at {c.server} ({root})", file=sys.stderr)
     k = K8s(c)
     try:
-        k.kubectl("apply", "-k", str(ROOT / "manifests"))
+        k.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests"))
         yield k
     finally:
         c.down()

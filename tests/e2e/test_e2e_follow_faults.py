@@ -29,9 +29,9 @@ def read(p):
 @pytest.fixture(scope="module")
 def follow_rbac(k8s):
     # the follow variant's ClusterRole adds `watch pods`
-    k8s.kubectl("apply", "-k", str(ROOT / "manifests/overlays/follow"))
+    k8s.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests/overlays/follow"))
     yield
-    k8s.kubectl("apply", "-k", str(ROOT / "manifests"))
+    k8s.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests"))
 
 
 def test_follow_picks_up_new_pods_and_lines_and_exits_0_on_sigterm(k8s, follow_rbac, exporter_sa, tmp_path):

@@ -39,9 +39,9 @@ def test_every_variant_is_accepted_by_the_real_server(k8s, path):
     # a dry-run namespace holds nothing: create it for real first (the variant's own, labels and all)
     ns_doc = next((d for d in docs if d["kind"] == "Namespace"),
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    k8s.kubectl("apply", "-f", "-", input=json.dumps(ns_doc))
+    k8s.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(ns_doc))
     text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
-    r = k8s.kubectl("apply", "-f", "-", "--dry-run=server", input=text, check=False)
+    r = k8s.kubectl("apply", "--server-side", "-f", "-", "--dry-run=server", input=text, check=False)
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stdout.splitlines() if "(server dry run)" in ln]) == len(docs), r.stdout
     assert "Warning" not in r.stderr, r.stderr  # e.g. a PodSecurity warning or an unknown field
@@ -49,7 +49,7 @@ def test_every_variant_is_accepted_by_the_real_server(k8s, path):
 
 def test_switching_the_live_default_to_sharded_needs_a_new_claim(k8s):
     # what the README says: a claim's access modes cannot change (RWO -> RWX)
-    r = k8s.kubectl("apply", "-k", str(ROOT / "manifests/overlays/sharded"), "--dry-run=server", check=False)
+    r = k8s.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests/overlays/sharded"), "--dry-run=server", check=False)
     assert r.returncode != 0
     assert 'PersistentVolumeClaim "log-exporter-logs" is invalid' in r.stderr and "immutable" in r.stderr
 

@@ -90,7 +90,7 @@ def test_namespaced_overlay_works_in_its_own_namespace_only(k8s, tmp_path):
         d["metadata"]["namespace"] = own
         for s in d.get("subjects", []):
             s["namespace"] = own
-    k8s.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+    k8s.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
     expect = {}
     for ns in (own, other):
         k8s.pod(ns, "p")
