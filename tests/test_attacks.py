@@ -523,6 +523,8 @@ def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, expo
         LOG.append(("gaps", [g["since"] for g in r.gaps]))
         sf = export.output / kle.STATE_FILENAME
         LOG.append(("rec", json.loads(sf.read_text())["containers"] if sf.exists() else None))
+        for rel, rec in (json.loads(sf.read_text())["files"] if sf.exists() else {}).items():
+            assert rec["size"] == (export.output / rel).stat().st_size, (run, rel)  # the state describes the file
         LOG.append(("req", [(q.query.get("previous"), q.query.get("sinceTime"), q.status) for q in apiserver.log_requests()]))
         apiserver.requests.clear()
         LOG.append(("restarts", cluster.pod("shop", "web").containers["app"].restart_count))

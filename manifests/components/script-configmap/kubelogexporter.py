@@ -2132,13 +2132,13 @@ def _write_all(fd: int, data: memoryview) -> None:
 class _FdWriter:
     """The file object under a GzipFile: writes all it is given (GzipFile ignores short writes), or nothing once discarded."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, put: Callable[[memoryview], None]):
+        self.put = put
         self.discarded = False
 
     def write(self, data: bytes) -> int:
         if not self.discarded:
-            _write_all(self.fd, memoryview(data))
+            self.put(memoryview(data))
         return len(data)
 
     def flush(self) -> None:
@@ -2186,24 +2186,29 @@ class _OutputFile:
         self.size = self.committed = info.st_size  # committed: where the last checkpoint ended
         if self.size:
             os.lseek(self._fd, self.size, os.SEEK_SET)
+        self._offset = self.size  # the file's offset, kept here rather than asked for (a syscall) at each checkpoint
         self._handed = self.size  # pages before this offset were handed to the disk
         self._unhanded = 0  # bytes given to write() since
 
     def write(self, data: memoryview) -> None:
         if self.compress:
             if self._gzip is None:  # each checkpoint closes a gzip member, so the file always decompresses whole
-                self._sink = _FdWriter(self._fd)
+                self._sink = _FdWriter(self._put)
                 import gzip  # only --gzip needs it: keep start-up lean
 
                 self._gzip = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=self._sink,
                                               mtime=0)
             self._gzip.write(data)
         else:
-            _write_all(self._fd, data)
+            self._put(data)
         self.bytes_written += len(data)
         self._unhanded += len(data)
         if self._unhanded >= WRITEBACK_BYTES:
             self._hand_to_disk()
+
+    def _put(self, data: memoryview) -> None:
+        _write_all(self._fd, data)
+        self._offset += len(data)  # (a failed write is rolled back, which sets the offset again)
 
     def _hand_to_disk(self) -> None:
         """Start writing back what is written so far, without waiting (POSIX_FADV_DONTNEED starts the writeback
@@ -2211,7 +2216,7 @@ class _OutputFile:
         self._unhanded = 0
         if not hasattr(os, "posix_fadvise"):
             return
-        position = os.lseek(self._fd, 0, os.SEEK_CUR)
+        position = self._offset
         if position > self._handed:
             os.posix_fadvise(self._fd, self._handed, position - self._handed, os.POSIX_FADV_DONTNEED)
             self._handed = position
@@ -2231,7 +2236,7 @@ class _OutputFile:
         if self._gzip is not None:
             self._gzip.close()
             self._gzip = None
-        self.committed = self.size = os.lseek(self._fd, 0, os.SEEK_CUR)
+        self.committed = self.size = self._offset
         return self.committed
 
     def sync(self) -> None:
@@ -2257,7 +2262,7 @@ class _OutputFile:
         if size < self.committed:
             os.ftruncate(self._fd, size)
             os.lseek(self._fd, size, os.SEEK_SET)
-            self.committed = self.size = size
+            self.committed = self.size = self._offset = size
             self._handed = min(self._handed, size)
 
     def rollback(self) -> None:
@@ -2268,6 +2273,7 @@ class _OutputFile:
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self.committed)
             os.lseek(self._fd, self.committed, os.SEEK_SET)
+            self._offset = self.committed
         self._handed = min(self._handed, self.committed)
 
     def close(self, *, keep: bool) -> None:
