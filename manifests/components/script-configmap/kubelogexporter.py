@@ -799,11 +799,11 @@ _RETRYABLE_STATUSES = frozenset((500, 502, 503, 504))
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, ssl.SSLError)
 
 
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
 def _quote(segment: str) -> str:
     return segment if _UNRESERVED.issuperset(segment) else urllib.parse.quote(segment, safe="")
-
-
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
 def _encode_query(query: Mapping[str, str]) -> str:
@@ -3055,25 +3055,22 @@ class _Job:
                 self._settle(line, instance, cut=True)
                 if not resumed:
                     raise
-                # The resume lacks the line written before the cut: the container restarted since, or the log
-                # rotated (then what its file holds now is all newer, and the lines between are lost).
-                if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
-                    return self._read(_Read(False), shift=shift + 1)
-                if gap:
-                    self._gap(gap[0], gap[1])
-                read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
-                continue
+                lost = True  # a later line came first
             except BaseException:
                 self.client.drop_connection()
                 self._settle(line, instance, cut=True)
                 raise
-            self._settle(line, instance, cut=False)
-            if gap and gap[1] is None:
-                gap[1] = line.first_ns
-            if self.stream is not None and self.stream.yield_requested:
-                self.client.drop_connection()  # the rest of the body is not read
-                return None
-            if not line.found and resumed:  # as above, the answer ending before any later line
+            else:
+                self._settle(line, instance, cut=False)
+                if gap and gap[1] is None:
+                    gap[1] = line.first_ns
+                if self.stream is not None and self.stream.yield_requested:
+                    self.client.drop_connection()  # the rest of the body is not read
+                    return None
+                lost = resumed and not line.found  # the answer ended first
+            if lost:
+                # The resume lacks the line written before the cut: the container restarted since, or the log
+                # rotated (then what its file holds now is all newer, and the lines between are lost).
                 if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
                     return self._read(_Read(False), shift=shift + 1)
                 if gap:
