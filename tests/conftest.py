@@ -3,6 +3,7 @@ service-account folder pointing at it, as a pod would see them."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import json
 import ssl
@@ -143,6 +144,26 @@ def cli_args(apiserver, service_account, output):
     """The command line of a run against the fake server, as a pod's files would give it."""
     return ["--server", apiserver.url, "--token-file", str(service_account / "token"),
             "--ca-file", str(service_account / "ca.crt"), "-o", str(output), "--concurrency", "1"]
+
+
+# A run's output mode (the attack tests run each in the three): its export_logs options, what its file holds.
+MODES = ("plain", "gz", "nots")
+
+
+def mode_options(mode: str) -> dict:
+    return dict(gzip=mode == "gz", timestamps=mode != "nots")
+
+
+def archived(output: Path, mode: str, relpath: str = "shop/web/app") -> bytes:
+    """The lines a container's file holds, decompressed; b"" when there is no file."""
+    path = output / (relpath + (".log.gz" if mode == "gz" else ".log"))
+    data = path.read_bytes() if path.exists() else b""
+    return gzip.decompress(data) if mode == "gz" and data else data
+
+
+def as_archived(served: bytes, mode: str) -> bytes:
+    """What a run of ``mode`` writes for these served lines (without timestamps: each line's text)."""
+    return b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in served.splitlines()) if mode == "nots" else served
 
 
 def cli(args, **kwargs):

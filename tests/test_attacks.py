@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from conftest import ROOT, cli_args, wait_for
+from conftest import MODES, ROOT, archived, as_archived, cli_args, mode_options, wait_for
 from fakeapi import NS
 
 import kubelogexporter as kle
@@ -481,7 +481,7 @@ import random
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("FUZZ", "4"))))
-@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("when", ["past", "recent"])  # recent: lines about the listing's time, as young ones are
 def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, export, seed, mode, when):
     rng = random.Random(seed)
@@ -492,7 +492,7 @@ def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, expo
     n = 0
     gaps = []
     LOG = []
-    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
+    opts = mode_options(mode)
     for run in range(8):
         for _ in range(rng.randrange(0, 4)):
             k = rng.randrange(1, 60)
@@ -531,13 +531,8 @@ def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, expo
         apiserver.faults.clear()
         assert r.failed == [], (run, r.failed)
         gaps += r.gaps
-    expect = b"".join(instances) + cluster.log_bytes("shop", "web", "app")
-    path = export.output / "shop" / "web" / ("app.log.gz" if mode == "gz" else "app.log")
-    got = path.read_bytes()
-    if mode == "gz":
-        got = gzip.decompress(got)
-    if mode == "nots":
-        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
+    expect = as_archived(b"".join(instances) + cluster.log_bytes("shop", "web", "app"), mode)
+    got = archived(export.output, mode)
     if got != expect:
         import difflib
         a = [l[:60] for l in expect.decode().splitlines()]; b = [l[:60] for l in got.decode().splitlines()]
@@ -551,7 +546,7 @@ def test_fuzz_runs_cuts_restarts_equal_and_racing_times(cluster, apiserver, expo
 # listing's instance then is not the current one), a cut, error text at the body's end, long first lines and a
 # node clock behind ours; then runs with ordinary restarts between them.
 @pytest.mark.parametrize("seed", range(int(os.environ.get("FUZZ", "4"))))
-@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+@pytest.mark.parametrize("mode", MODES)
 def test_fuzz_a_first_export_with_a_restart_before_a_request(cluster, apiserver, export, seed, mode):
     rng = random.Random(seed)
     cluster.add_pod("shop", "web")
@@ -587,7 +582,7 @@ def test_fuzz_a_first_export_with_a_restart_before_a_request(cluster, apiserver,
             apiserver.faults.cut_log(at_byte=cut_byte)
 
     on_requests(apiserver, handler)
-    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
+    opts = mode_options(mode)
     r1 = export(**opts)
     apiserver.faults.clear()
     assert tail or r1.failed == []
@@ -599,13 +594,8 @@ def test_fuzz_a_first_export_with_a_restart_before_a_request(cluster, apiserver,
             cluster.append_log("shop", "web", "app", lines(rng.randrange(0, 5)), at=time.time_ns())
         r = export(**opts)
         assert r.failed == [], (run, r.failed)
-    expect = b"".join(instances) + cluster.log_bytes("shop", "web", "app")
-    path = export.output / "shop" / "web" / ("app.log.gz" if mode == "gz" else "app.log")
-    got = path.read_bytes() if path.exists() else b""
-    if mode == "gz" and got:
-        got = gzip.decompress(got)
-    if mode == "nots":
-        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
+    expect = as_archived(b"".join(instances) + cluster.log_bytes("shop", "web", "app"), mode)
+    got = archived(export.output, mode)
     short = [ln[:40] for ln in got.splitlines()]
     assert got == expect, (restart_at, cut_at, cut_byte, r1.gaps, short)
 

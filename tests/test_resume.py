@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from conftest import ROOT, cli_args, wait_for
+from conftest import MODES, ROOT, archived, as_archived, cli_args, mode_options, wait_for
 from fakeapi import NS
 
 import kubelogexporter as kle
@@ -400,7 +400,7 @@ def test_a_trickling_body_is_stalled_retried_once_then_failed_while_the_others_f
     assert (tmp_path / "logs" / "shop" / "slow" / "app.log").read_bytes() == cluster.log_bytes("shop", "slow", "app")
 
 
-@pytest.mark.parametrize("mode", ["plain", "gz", "nots"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shift", [-5, -1, 0, 1, 5])
 def test_the_kubelets_error_text_across_the_first_read_boundary(cluster, apiserver, export, mode, shift):
     """(from a cold review) Error text of two lines that a read boundary cuts anywhere: reported, never written,
@@ -411,13 +411,7 @@ def test_the_kubelets_error_text_across_the_first_read_boundary(cluster, apiserv
     pad = kle.FIRST_READ_BYTES + shift - len(cluster.log_bytes("shop", "web", "app")) - 1
     cluster.append_log("shop", "web", "app", ["p " + "y" * (pad - 33)])  # the stamp and "p " take 33
     apiserver.faults.log_error_tail("shop", "web", "app", "rpc error: code = Unknown desc = failed\nwhile following\n")
-    opts = dict(gzip=mode == "gz", timestamps=mode != "nots")
-    assert [f["container"] for f in export(**opts).failed] == ["shop/web/app"]
+    assert [f["container"] for f in export(**mode_options(mode)).failed] == ["shop/web/app"]
     cluster.append_log("shop", "web", "app", ["b 0"])
-    assert export(**opts).ok
-    path = export.output / "shop/web" / ("app.log.gz" if mode == "gz" else "app.log")
-    got = gzip.decompress(path.read_bytes()) if mode == "gz" else path.read_bytes()
-    expect = cluster.log_bytes("shop", "web", "app")
-    if mode == "nots":
-        expect = b"".join(ln.split(b" ", 1)[1] + b"\n" for ln in expect.splitlines())
-    assert got == expect
+    assert export(**mode_options(mode)).ok
+    assert archived(export.output, mode) == as_archived(cluster.log_bytes("shop", "web", "app"), mode)
