@@ -124,6 +124,9 @@ YOUNG_LOG_SECONDS = 60
 # How far a node's clock may be behind ours when a log's first line is compared with a moment of ours (NTP keeps
 # it within milliseconds; this is for a node that is not kept so).
 CLOCK_SKEW_SECONDS = 2
+# How long after a container's exit (its status's finishedAt, whole seconds) its runtime may still stamp lines it
+# drains from the container's pipes.  A previous instance's log starting later than that is a newer instance's.
+EXIT_DRAIN_SECONDS = 2
 USER_AGENT = "kubelogexporter/%s (python)" % __version__
 
 EXIT_OK = 0
@@ -1692,17 +1695,19 @@ class _Container:
     """One container of a listed pod, with what its status says about its instances."""
 
     __slots__ = ("namespace", "pod", "uid", "name", "restarts", "container_id", "state", "waiting_reason",
-                 "has_previous", "started_ns", "listed_ns", "may_restart")
+                 "has_previous", "previous_started_ns", "previous_ended_ns", "started_ns", "listed_ns", "may_restart")
 
     def __init__(self, namespace: str, pod: str, uid: str, name: str, *, restarts: int = 0, container_id: str = "",
-                 state: str = "", waiting_reason: str = "", has_previous: bool = False, started_ns: int = 0,
-                 listed_ns: int = 0, may_restart: bool = True):
+                 state: str = "", waiting_reason: str = "", has_previous: bool = False, previous_started_ns: int = 0,
+                 previous_ended_ns: int = 0, started_ns: int = 0, listed_ns: int = 0, may_restart: bool = True):
         self.namespace, self.pod, self.uid, self.name = namespace, pod, uid, name
         self.restarts = restarts
         self.container_id = container_id
         self.state = state  # running, waiting, terminated; empty when the kubelet has not reported it
         self.waiting_reason = waiting_reason
         self.has_previous = has_previous
+        self.previous_started_ns = previous_started_ns  # the listed previous instance's start and end (0: unknown)
+        self.previous_ended_ns = previous_ended_ns
         self.started_ns = started_ns  # when the current instance started (running only; 0 when unknown)
         self.listed_ns = listed_ns  # when the status above was read (our clock)
         self.may_restart = may_restart  # False under restartPolicy Never: the listed instance is the only one
@@ -1738,6 +1743,13 @@ def _objects(value: Any) -> List[Dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
+def _timestamp_or_0(value: Any) -> int:
+    try:
+        return parse_timestamp(str(value)) if value else 0
+    except (ValueError, TypeError):
+        return 0
+
+
 def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
     meta = _object(pod.get("metadata"))
     spec = _object(pod.get("spec"))
@@ -1762,9 +1774,11 @@ def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
                 state = _object(st.get("state"))
                 entry.state = str(next(iter(state), ""))
                 entry.waiting_reason = str(_object(state.get("waiting")).get("reason") or "")
-                with contextlib.suppress(ValueError, TypeError):
-                    entry.started_ns = parse_timestamp(str(_object(state.get("running")).get("startedAt")))
-                entry.has_previous = bool(_object(st.get("lastState")).get("terminated"))
+                entry.started_ns = _timestamp_or_0(_object(state.get("running")).get("startedAt"))
+                ended = _object(_object(st.get("lastState")).get("terminated"))
+                entry.has_previous = bool(ended)
+                entry.previous_started_ns = _timestamp_or_0(ended.get("startedAt"))
+                entry.previous_ended_ns = _timestamp_or_0(ended.get("finishedAt"))
             found.append(entry)
     return found
 
@@ -2572,9 +2586,14 @@ def _tail_anchor(buffer: bytearray, view: memoryview, start: int, end: int, befo
 
 
 class _AnchorMissing(Exception):
-    """The answer went past where the anchor's line would be, or ended without it: that line is not there.
+    """The answer went past where the anchor's line would be (``passed``), or ended without it: that line is not
+    there.  ``seen_ns`` is the time of the answer's first line (None: it had none).
 
     Its argument is that anchor (a read resumed after a cut looks for the line written last, not the first one)."""
+
+    def __init__(self, anchor: "_Anchor", *, passed: bool, seen_ns: Optional[int]):
+        super().__init__(anchor)
+        self.passed, self.seen_ns = passed, seen_ns
 
 
 class _Young(Exception):
@@ -2613,6 +2632,7 @@ class _LineFilter:
         self._before_long_line = before_long_line
         self._young_ns = young_ns  # a first line written stamped at or after this raises _Young
         self._limit = anchor.ns + _RACE_NS if anchor is not None else 0
+        self.seen_ns: Optional[int] = None  # while searching: the time of the first line served
         self._run_ns: Optional[int] = None  # while searching: the time of the run of equal times so far
         self._run = 0
         self.open: Optional[_OpenLine] = None
@@ -2649,8 +2669,10 @@ class _LineFilter:
 
     def _searched(self, ns: int) -> bool:
         """Count one more served line of time ``ns``; True when its place matches the anchor's."""
+        if self.seen_ns is None:
+            self.seen_ns = ns
         if ns > self._limit:
-            raise _AnchorMissing(self.anchor)
+            raise _AnchorMissing(self.anchor, passed=True, seen_ns=self.seen_ns)
         if ns == self._run_ns:
             self._run += 1
         else:
@@ -2726,7 +2748,7 @@ class _LineFilter:
     def finish(self) -> None:
         """The answer ended: an anchor not met by now is not in it."""
         if not self.found:
-            raise _AnchorMissing(self.anchor)
+            raise _AnchorMissing(self.anchor, passed=False, seen_ns=self.seen_ns)
 
 
 # ---------------------------------------------------------------------------
@@ -2743,6 +2765,7 @@ class _Read(NamedTuple):
     search: bool = False  # the current instance lacking the anchor's line may have restarted after the listing
     young: bool = False  # a first export's instance that may have restarted after the listing: see _plan
     quiet: bool = False  # the anchor comes from the file alone: its line missing is no gap worth reporting
+    spent: bool = False  # every instance after the anchor's was read to its end: a later line is a newer one's
 
     @property
     def since_time(self) -> Optional[int]:
@@ -2751,7 +2774,7 @@ class _Read(NamedTuple):
 
 class _Plan(NamedTuple):
     reads: Tuple[_Read, ...]
-    lost: int = 0  # instances that restarted away between runs, their lines lost
+    lost: int = 0  # instances that restarted away between runs (unless the first read finds its anchor)
 
 
 def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
@@ -2768,8 +2791,8 @@ def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optio
         return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None and not own_tail),))
     anchor = _Anchor.from_record(record) if record is not None else None
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
-        if use_state and c.has_previous:
-            return _Plan((_Read(True, since_ns=since_ns), _Read(False, since_ns=since_ns)))
+        if use_state and c.has_previous:  # the current log starting late tells of a restart after the listing
+            return _Plan((_Read(True, since_ns=since_ns), _Read(False, since_ns=since_ns, young=True)))
         if not use_state or c.state != "running" or not c.may_restart:
             return _Plan((_Read(False, since_ns=since_ns),))
         # A restart after the listing would make the listed instance "previous".  A container started just before
@@ -2780,11 +2803,21 @@ def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optio
         return _Plan((_Read(False, since_ns=since_ns, young=True),))
     instance, held = int(record.get("instance", record.get("restarts", 0))), bool(record.get("held", True))
     resume = _Read(False, anchor=anchor, search=True) if held else _Read(False, since_ns=anchor.since)
+    if c.restarts == instance and not held and c.has_previous:
+        # The line is in an instance before the current one, and each after it was read to its end since: the
+        # previous instance has nothing new, unless it is the listed current one, made previous by a restart after
+        # the listing.  Asking costs a request while the current instance has not written a line.
+        return _Plan((_Read(True, anchor=anchor, spent=True), _Read(False, young=True)))
     if c.restarts <= instance:
         return _Plan((resume,))
+    # A current instance read whole after the previous one is checked as a first export's is: a restart between
+    # the two requests would have made the instance listed current the previous one.
     if c.restarts == instance + 1:  # restarted once since: the rest of the old instance, then the new one whole
-        return _Plan((resume._replace(previous=True, search=False), _Read(False)))
-    return _Plan((_Read(True), _Read(False)), lost=c.restarts - instance - 1)
+        return _Plan((resume._replace(previous=True, search=False), _Read(False, young=True)))
+    # The previous instance looks for the line all the same: a restart after an earlier run's listing may have
+    # numbered its instance one too low.
+    return _Plan((_Read(True, anchor=anchor if held else None), _Read(False, young=True)),
+                 lost=c.restarts - instance - 1)
 
 
 class _Stalled(Exception):
@@ -2896,12 +2929,11 @@ class _Job:
         if record is not None and file_anchor is None:  # where the record's line is, until this run writes another
             self.instance = int(record.get("instance", record.get("restarts", c.restarts)))
             self.held = bool(record.get("held", True))
-        if plan.lost:
-            outcome.gap(c, "%d instance(s) restarted away between runs; their lines are lost" % plan.lost,
-                        since=str(record["ts"]), until=None)
+        self.outcome = outcome
+        if plan.lost and plan.reads[0].anchor is None:
+            self._lost(plan.lost, str(record["ts"]))
         ok = False
         try:
-            self.outcome = outcome
             reason = self._execute(plan, outcome)
             if reason is not None:
                 outcome.skipped(c, reason)
@@ -2925,19 +2957,35 @@ class _Job:
             outcome.exported(c)
 
     def _execute(self, plan: _Plan, outcome: _Outcome) -> Optional[str]:
-        """The plan's reads in order, with the two detours a restart after the listing calls for."""
+        """The plan's reads in order, with the detours a restart after the listing calls for."""
         shift, absent_ns = 0, None
         for read in plan.reads:
             asked_ns = time.time_ns()  # the kubelet answers after this: an instance it did not know starts later
+            newer_ns = self._newer_than_listed_previous(read, shift)
             try:
-                reason = self._read(read, shift, young_ns=absent_ns)
-            except _AnchorMissing:
+                reason = self._read(read, shift, young_ns=absent_ns if newer_ns is None else newer_ns)
+            except _AnchorMissing as exc:
                 if read.search:
                     return self._after_missing_line(read)
-                # The instance rotated after the line: what its file holds now is all newer.
-                reason = self._after_gap(read, _Read(read.previous))
+                if read.spent:  # a later line: the instance listed current restarted after the listing
+                    shift, reason = (1, self._read(_Read(True), shift=1)) if exc.passed else (shift, None)
+                elif newer_ns is not None and exc.seen_ns is not None and exc.seen_ns >= newer_ns:
+                    shift, reason = 1, self._after_restart_since_listing(read)
+                elif plan.lost and read.previous and exc.passed:  # as planned: the instances between are gone
+                    self._lost(plan.lost, _format_ts(read.anchor.ns))
+                    reason = self._read(_Read(True), shift)
+                elif read.previous and not exc.passed:
+                    # No line after the anchor's time: rather than the previous instance rotated to a file with
+                    # nothing in it, the line is in the current instance, numbered as the one before by a restart
+                    # after an earlier run's listing.  The current one is searched for it (and when it lacks it
+                    # too, that is the rotation, reported as such).
+                    return self._execute(_Plan((_Read(False, anchor=read.anchor, search=True),)), outcome)
+                else:  # the instance rotated after the line: what its file holds now is all newer
+                    reason = self._after_gap(read, _Read(read.previous))
             except _Young:
-                return self._after_young(read)
+                if newer_ns is None:
+                    return self._after_young(read, shift)
+                shift, reason = 1, self._after_restart_since_listing(read)
             if read.previous and read.young:
                 if reason is None:
                     shift = 1  # it restarted after the listing: the listed instance was that previous one
@@ -2946,6 +2994,30 @@ class _Job:
             if reason is not None and not read.previous:
                 return reason
         return None
+
+    def _lost(self, count: int, since: str) -> None:
+        self.outcome.gap(self.c, "%d instance(s) restarted away between runs; their lines are lost" % count,
+                         since=since, until=None)
+
+    def _newer_than_listed_previous(self, read: _Read, shift: int) -> Optional[int]:
+        """For a read of the listed previous instance: a time its lines cannot reach (it had ended by then), so
+        that an answer starting there is a newer instance's; else None."""
+        c = self.c
+        if read.previous and not read.young and not shift and c.has_previous and c.previous_ended_ns:
+            return c.previous_ended_ns + (1 + EXIT_DRAIN_SECONDS) * NS_PER_SECOND
+        return None
+
+    def _after_restart_since_listing(self, read: _Read) -> Optional[str]:
+        """``previous=true`` answered with a log that starts after the listed previous instance ended: the container
+        restarted after the listing, so that answer is the listed current instance, read now whole, and the listed
+        previous one is no longer served."""
+        c = self.c
+        since_ns = read.anchor.ns if read.anchor is not None else c.previous_started_ns
+        since, until = _format_ts(since_ns) if since_ns else "", _format_ts(c.previous_ended_ns)
+        self.outcome.gap(c, "the container restarted again before its instance that ended at %s was read; its lines "
+                            "%sare lost" % (until, "after %s " % since if read.anchor is not None else ""),
+                         since=since, until=until)
+        return self._read(_Read(True, since_ns=read.since_ns), shift=1)
 
     def _after_missing_line(self, read: _Read) -> Optional[str]:
         """The current instance lacks the last line written: it restarted after the listing, so that line is in the
@@ -2966,11 +3038,24 @@ class _Job:
         self.first_ns = first_ns  # (that read wrote nothing)
         return False
 
-    def _after_young(self, read: _Read) -> Optional[str]:
+    def _after_young(self, read: _Read, shift: int = 0) -> Optional[str]:
         """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
-        if self._read(_Read(True, since_ns=read.since_ns), shift=1) is None:
-            return self._read(_Read(False), shift=1)
-        return self._read(read._replace(young=False))
+        if not self.c.has_previous:
+            if self._read(_Read(True, since_ns=read.since_ns), shift=shift + 1) is None:
+                return self._read(_Read(False), shift=shift + 1)
+            return self._read(read._replace(young=False), shift)
+        # The listed previous instance was read just before: the previous one now is that one again (it holds the
+        # file's last line, or serves nothing as before) or the listed current one, with lines after it.
+        try:
+            if self.last is not None:
+                self._read(_Read(True, anchor=self.last), shift)
+            else:
+                self._read(_Read(True, since_ns=read.since_ns), shift, young_ns=0)
+        except (_AnchorMissing, _Young) as exc:
+            if isinstance(exc, _Young) or exc.passed:
+                if self._read(_Read(True, since_ns=read.since_ns), shift=shift + 1) is None:
+                    return self._read(_Read(False), shift=shift + 1)
+        return self._read(read._replace(young=False), shift)
 
     def _after_gap(self, read: _Read, after: _Read) -> Optional[str]:
         """Read ``after`` (the lines the rotated file holds now), then report the gap since the anchor's line
@@ -3095,7 +3180,8 @@ class _Job:
             self.first_ns = self.first_ns if self.first_ns is not None else line.first_ns
             self._adopt(line, instance)
         elif not cut and line.found and instance > self.instance:
-            self.instance, self.held = instance, False  # read to its end with nothing new: the line is in an older one
+            # Read to its end with nothing new: the line is in it when the answer held it, else in an older one.
+            self.instance, self.held = instance, line.anchor is not None
         self.errors += line.errors
 
     def _copy(self, response: http.client.HTTPResponse, line: _LineFilter, instance: int, *, follow: bool,

@@ -38,7 +38,7 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
     # or it started less than a minute before the listing, and previous=true is asked first
     (container(), None, None, [kle._Read(False, young=True)]),
     (container(started_ns=T0 + 3590 * NS), None, None, [kle._Read(True, young=True), kle._Read(False)]),
-    (container(restarts=1, has_previous=True), None, None, [kle._Read(True), kle._Read(False)]),
+    (container(restarts=1, has_previous=True), None, None, [kle._Read(True), kle._Read(False, young=True)]),
     (container(state="terminated"), None, None, [kle._Read(False)]),
     # restartPolicy Never (a Job's pod): no other instance can come, young or old
     (container(may_restart=False), None, None, [kle._Read(False)]),
@@ -49,9 +49,13 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
     # the instance was read to its end without news: everything it served since that second is new
     (container(restarts=3), dict(ANCHOR.record(), instance=3, held=False), None,
      [kle._Read(False, since_ns=ANCHOR.since)]),
+    # ...and when the listing shows that instance before it: it is searched for the line first, as a restart after
+    # the listing would make the instance listed current the previous one
+    (container(restarts=3, has_previous=True), dict(ANCHOR.record(), instance=3, held=False), None,
+     [kle._Read(True, anchor=ANCHOR, spent=True), kle._Read(False, young=True)]),
     # one restart since: the rest of the old instance, then all of the new one
     (container(restarts=4), dict(ANCHOR.record(), instance=3, held=True), None,
-     [kle._Read(True, anchor=ANCHOR), kle._Read(False)]),
+     [kle._Read(True, anchor=ANCHOR), kle._Read(False, young=True)]),
     # the file holds lines the record does not: its own last line, wherever it is
     (container(restarts=4), dict(ANCHOR.record(), instance=3, held=True), ANCHOR._replace(run=3),
      [kle._Read(False, anchor=ANCHOR._replace(run=3), search=True)]),
@@ -64,7 +68,7 @@ def test_the_plan_reads_each_instance_once_from_the_right_place(c, record, file_
 def test_instances_restarted_away_between_runs_are_counted_as_lost():
     plan = kle._plan(container(restarts=7), dict(ANCHOR.record(), instance=3, held=True), None, since_ns=None,
                      use_state=True)
-    assert plan.lost == 3 and plan.reads == (kle._Read(True), kle._Read(False))
+    assert plan.lost == 3 and plan.reads == (kle._Read(True, anchor=ANCHOR), kle._Read(False, young=True))
 
 
 def test_a_resume_asks_from_a_whole_second_at_least_one_second_before_the_line():
