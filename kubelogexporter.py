@@ -2779,6 +2779,16 @@ class _Plan(NamedTuple):
 
 def _plan(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
           since_ns: Optional[int], use_state: bool, own_tail: bool = False) -> _Plan:
+    plan = _instances_to_read(c, record, file_anchor, since_ns=since_ns, use_state=use_state, own_tail=own_tail)
+    if c.state == "waiting" and plan.reads[0].previous:
+        # Waiting to restart (CrashLoopBackOff), the kubelet serves the last instance that ended for the current
+        # log as well as for previous=true (validateContainerLogStatus): it is read once.
+        return plan._replace(reads=plan.reads[:1])
+    return plan
+
+
+def _instances_to_read(c: _Container, record: Optional[Mapping[str, Any]], file_anchor: Optional[_Anchor], *,
+                       since_ns: Optional[int], use_state: bool, own_tail: bool = False) -> _Plan:
     """Which instances of a container to read, and from where.
 
     ``record`` is the state's record of the container (None on its first export); ``file_anchor`` the last line of
@@ -2963,7 +2973,10 @@ class _Job:
             asked_ns = time.time_ns()  # the kubelet answers after this: an instance it did not know starts later
             newer_ns = self._newer_than_listed_previous(read, shift)
             try:
-                reason = self._read(read, shift, young_ns=absent_ns if newer_ns is None else newer_ns)
+                # With an anchor, the check is on the answer's first line, whether or not it holds the anchor
+                # (that answer is the instance holding the record's line, whatever the listing said).
+                reason = self._read(read, shift, young_ns=newer_ns if newer_ns is not None and read.anchor is None
+                                    else absent_ns)
             except _AnchorMissing as exc:
                 if read.search:
                     return self._after_missing_line(read)

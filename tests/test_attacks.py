@@ -1059,3 +1059,41 @@ def test_a_restart_after_the_listing_the_times_cannot_tell_is_set_right_by_the_n
     assert texts(export.output / "shop/web/app.log") == expect
     assert len(r.gaps) == 1  # i0 1 was gone when asked for
     assert len(r2.gaps) == (more_restarts == 2)
+
+
+# 15-16. (from a cold review) An empty listed instance, a restart between the previous and the current request,
+#        and another before the next run's first request: the previous answer holds the record's line, so what
+#        follows it is new whatever the listing's times say.  And a container in CrashLoopBackOff, whose current log
+#        is the last instance that ended, as previous=true's is: read once.
+def test_a_previous_answer_holding_the_records_line_is_read_on_after_it(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    stamp(cluster, ["i0 0"], 60)
+    assert export().ok
+    stamp(cluster, ["i0 1"], 50)
+    restart(cluster, 40)  # i1 writes nothing
+    restart_before_request(cluster, apiserver, 2, 20, ["i2 0"])
+    r1 = export()
+    apiserver.faults.clear()
+    stamp(cluster, ["i2 1"], 5)
+    restart_before_request(cluster, apiserver, 1, 3, ["i3 0"])
+    r2 = export()
+    apiserver.faults.clear()
+    assert texts(export.output / "shop/web/app.log") == ["i0 0", "i0 1", "i2 0", "i2 1", "i3 0"]
+    assert r1.gaps == [] and r2.gaps == []
+
+
+@pytest.mark.parametrize("exported_before", [False, True])
+def test_a_container_in_crash_loop_back_off_is_read_once(cluster, apiserver, export, exported_before):
+    cluster.add_pod("shop", "web")
+    stamp(cluster, ["i0 0"], 30)
+    if exported_before:
+        assert export().ok
+        stamp(cluster, ["i0 1"], 20)
+    restart(cluster, 10)
+    cluster.set_waiting("shop", "web", "app", "CrashLoopBackOff")
+    r = export()
+    assert r.ok and r.gaps == []
+    cluster.start_container("shop", "web", "app")
+    stamp(cluster, ["i1 0"], 0)
+    assert export().gaps == []
+    assert texts(export.output / "shop/web/app.log") == ["i0 0"] + ["i0 1"] * exported_before + ["i1 0"]

@@ -39,6 +39,8 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
     (container(), None, None, [kle._Read(False, young=True)]),
     (container(started_ns=T0 + 3590 * NS), None, None, [kle._Read(True, young=True), kle._Read(False)]),
     (container(restarts=1, has_previous=True), None, None, [kle._Read(True), kle._Read(False, young=True)]),
+    # waiting to restart (CrashLoopBackOff): the current log is the previous instance's, read once
+    (container(restarts=1, has_previous=True, state="waiting"), None, None, [kle._Read(True)]),
     (container(state="terminated"), None, None, [kle._Read(False)]),
     # restartPolicy Never (a Job's pod): no other instance can come, young or old
     (container(may_restart=False), None, None, [kle._Read(False)]),
