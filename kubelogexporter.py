@@ -3052,23 +3052,26 @@ class _Job:
         return False
 
     def _after_young(self, read: _Read, shift: int = 0) -> Optional[str]:
-        """The current log starts after the listing: if a previous instance exists now, it is the listed one."""
-        if not self.c.has_previous:
+        """The current log starts after the listing: if a previous instance exists now that was not read before,
+        it is the listed current one."""
+        if not self.c.has_previous or self._previous_moved_on(read, shift):
             if self._read(_Read(True, since_ns=read.since_ns), shift=shift + 1) is None:
                 return self._read(_Read(False), shift=shift + 1)
-            return self._read(read._replace(young=False), shift)
-        # The listed previous instance was read just before: the previous one now is that one again (it holds the
-        # file's last line, or serves nothing as before) or the listed current one, with lines after it.
+        return self._read(read._replace(young=False), shift)
+
+    def _previous_moved_on(self, read: _Read, shift: int) -> bool:
+        """Whether the previous instance is no longer the listed previous one, read just before: that one holds the
+        file's last line (or serves nothing, as before); the listed current one has lines after it."""
         try:
             if self.last is not None:
                 self._read(_Read(True, anchor=self.last), shift)
             else:
                 self._read(_Read(True, since_ns=read.since_ns), shift, young_ns=0)
-        except (_AnchorMissing, _Young) as exc:
-            if isinstance(exc, _Young) or exc.passed:
-                if self._read(_Read(True, since_ns=read.since_ns), shift=shift + 1) is None:
-                    return self._read(_Read(False), shift=shift + 1)
-        return self._read(read._replace(young=False), shift)
+        except _Young:
+            return True
+        except _AnchorMissing as exc:
+            return exc.passed
+        return False
 
     def _after_gap(self, read: _Read, after: _Read) -> Optional[str]:
         """Read ``after`` (the lines the rotated file holds now), then report the gap since the anchor's line
