@@ -1,6 +1,7 @@
 """Resume by position: the plan, the line filter, and the attacks on "every line once" that shaped them."""
 
 import gzip
+import os
 import random
 import subprocess
 import sys
@@ -60,8 +61,8 @@ ANCHOR = kle._Anchor(T0 + 1_500_000_000, 2, 1234)
      [kle._Read(True, anchor=ANCHOR), kle._Read(False, young=True)]),
     # the file holds lines the record does not: its own last line, wherever it is
     (container(restarts=4), dict(ANCHOR.record(), instance=3, held=True), ANCHOR._replace(run=3),
-     [kle._Read(False, anchor=ANCHOR._replace(run=3), search=True)]),
-    (container(), None, ANCHOR, [kle._Read(False, anchor=ANCHOR, search=True, quiet=True)]),
+     [kle._Read(False, anchor=ANCHOR._replace(run=3), search=True, file_line=True)]),
+    (container(), None, ANCHOR, [kle._Read(False, anchor=ANCHOR, search=True, quiet=True, file_line=True)]),
 ])
 def test_the_plan_reads_each_instance_once_from_the_right_place(c, record, file_anchor, expected):
     assert list(kle._plan(c, record, file_anchor, since_ns=None, use_state=True).reads) == expected
@@ -301,6 +302,76 @@ def test_kill_9_at_random_instants_then_a_rotation_never_takes_back_a_line(clust
     texts = [line.split(b" ", 1)[1] for line in lines_of(final)]
     assert len(texts) == len(set(texts))  # and none is written twice
     assert texts[-1] == b"the end"
+
+
+
+# Kills as above, with a crash-looping container: restarts between runs and between the listing and a request,
+# times as a runtime gives them.  Seeds 2 and 3 (3 runs by default) found a line's instance restarted away twice
+# over (the file's own line in the listed previous instance, then a restart after the listing): the previous
+# instance, all new, was not read.  An earlier draw found what tests 17 and 18 of test_attacks.py pin.  FUZZ=N
+# runs seeds 0..N-1.
+@pytest.mark.parametrize("seed", range(int(os.environ["FUZZ"])) if os.environ.get("FUZZ") else (3,))
+def test_kill_9_while_a_container_restarts_after_the_listing(cluster, apiserver, service_account, tmp_path, seed):
+    rng = random.Random(seed)
+    cluster.add_pod("shop", "web")
+    t = [time.time_ns() - 3000 * NS]
+    cluster.pod("shop", "web").containers["app"].current.started_at = t[0] - NS
+    path = tmp_path / "logs" / "shop" / "web" / "app.log"
+    args = cli(apiserver, service_account, tmp_path / "logs")
+    counter = [0]
+
+    def add(k):
+        stamps = [t[0] + i * 1_000_000 for i in range(k)]
+        t[0] = stamps[-1] + 1
+        cluster.append_log("shop", "web", "app", ["L%d %s" % (counter[0] + i, "x" * 200) for i in range(k)],
+                           timestamps=stamps)
+        counter[0] += k
+
+    def restart():
+        end = t[0] = max(t[0], time.time_ns())  # the new instance's lines are stamped as they come
+        clock, cluster.clock = cluster.clock, lambda: end
+        try:
+            cluster.restart_container("shop", "web", "app")
+        finally:
+            cluster.clock = clock
+        t[0] += rng.choice([NS // 2, 5 * NS, 15 * NS])
+
+    before = b""
+    for round_ in range(6):
+        add(rng.choice([100, 5000, 20000]))
+        if round_ and rng.random() < 0.3:
+            restart()
+            add(rng.choice([50, 5000]))
+        if rng.random() < 0.5:
+            def handler(ns, pod, c, q, k=rng.randrange(1, 4), n=[0]):
+                n[0] += 1
+                if n[0] == k:  # before the k-th log request of this run
+                    restart()
+                    add(rng.choice([10, 3000]))
+            apiserver.faults.before_log(handler, times=None)
+        release = threading.Event()
+        at = rng.randrange(1, 2_000_000)
+        apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=at)
+        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= at and not r.done
+                             for r in apiserver.requests) or proc.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.2))
+        proc.kill()
+        proc.wait()
+        release.set()
+        apiserver.faults.clear()
+        now = path.read_bytes() if path.exists() else b""
+        assert now.startswith(before[:before.rfind(b"\n") + 1])  # a line on disk is never taken back
+        before = now
+    add(3)
+    assert subprocess.run(args, stderr=subprocess.DEVNULL).returncode == 0
+    final = path.read_bytes()
+    assert final.startswith(before[:before.rfind(b"\n") + 1])
+    numbers = [int(line.split(b" ", 2)[1][1:]) for line in lines_of(final)]
+    assert numbers == sorted(set(numbers))  # none twice, in order
+    have = set(lines_of(final))
+    served = cluster.log_bytes("shop", "web", "app", previous=True) + cluster.log_bytes("shop", "web", "app")
+    assert [line[:40] for line in lines_of(served) if line not in have] == []  # what the API still has is there
 
 
 def test_a_failed_state_save_then_a_rotation_loses_no_archived_line(cluster, apiserver, service_account, tmp_path):

@@ -2586,8 +2586,9 @@ def _tail_anchor(buffer: bytearray, view: memoryview, start: int, end: int, befo
 
 
 class _AnchorMissing(Exception):
-    """The answer went past where the anchor's line would be (``passed``), or ended without it: that line is not
-    there.  ``seen_ns`` is the time of the answer's first line (None: it had none).
+    """The answer went past where the anchor's line would be, or ended without it: that line is not there.
+    ``passed``: a line stamped after the anchor's came (within the race margin too); ``seen_ns``: the time of the
+    answer's first line (None: it had none).
 
     Its argument is that anchor (a read resumed after a cut looks for the line written last, not the first one)."""
 
@@ -2633,6 +2634,7 @@ class _LineFilter:
         self._young_ns = young_ns  # a first line written stamped at or after this raises _Young
         self._limit = anchor.ns + _RACE_NS if anchor is not None else 0
         self.seen_ns: Optional[int] = None  # while searching: the time of the first line served
+        self._later = False  # while searching: a line stamped after the anchor's was served
         self._run_ns: Optional[int] = None  # while searching: the time of the run of equal times so far
         self._run = 0
         self.open: Optional[_OpenLine] = None
@@ -2671,8 +2673,10 @@ class _LineFilter:
         """Count one more served line of time ``ns``; True when its place matches the anchor's."""
         if self.seen_ns is None:
             self.seen_ns = ns
-        if ns > self._limit:
-            raise _AnchorMissing(self.anchor, passed=True, seen_ns=self.seen_ns)
+        if ns > self.anchor.ns:
+            if ns > self._limit:
+                raise _AnchorMissing(self.anchor, passed=True, seen_ns=self.seen_ns)
+            self._later = True
         if ns == self._run_ns:
             self._run += 1
         else:
@@ -2748,7 +2752,7 @@ class _LineFilter:
     def finish(self) -> None:
         """The answer ended: an anchor not met by now is not in it."""
         if not self.found:
-            raise _AnchorMissing(self.anchor, passed=False, seen_ns=self.seen_ns)
+            raise _AnchorMissing(self.anchor, passed=self._later, seen_ns=self.seen_ns)
 
 
 # ---------------------------------------------------------------------------
@@ -2766,6 +2770,7 @@ class _Read(NamedTuple):
     young: bool = False  # a first export's instance that may have restarted after the listing: see _plan
     quiet: bool = False  # the anchor comes from the file alone: its line missing is no gap worth reporting
     spent: bool = False  # every instance after the anchor's was read to its end: a later line is a newer one's
+    file_line: bool = False  # the anchor is the file's own last line, in an instance no record names
 
     @property
     def since_time(self) -> Optional[int]:
@@ -2798,7 +2803,8 @@ def _instances_to_read(c: _Container, record: Optional[Mapping[str, Any]], file_
     or, when not ``held``, in one before it, ``instance`` having been read to its end since.
     """
     if file_anchor is not None:  # whichever instance holds it, the current one is asked first
-        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None and not own_tail),))
+        return _Plan((_Read(False, anchor=file_anchor, search=True, quiet=record is None and not own_tail,
+                            file_line=True),))
     anchor = _Anchor.from_record(record) if record is not None else None
     if anchor is None:  # a first export: every line the API still has, the previous instance's first
         if use_state and c.has_previous:  # the current log starting late tells of a restart after the listing
@@ -2988,7 +2994,7 @@ class _Job:
                     self._lost(plan.lost, _format_ts(read.anchor.ns))
                     reason = self._read(_Read(True), shift)
                 elif read.previous and not exc.passed:
-                    # No line after the anchor's time: rather than the previous instance rotated to a file with
+                    # No line stamped after the anchor's: rather than the previous instance rotated to a file with
                     # nothing in it, the line is in the current instance, numbered as the one before by a restart
                     # after an earlier run's listing.  The current one is searched for it (and when it lacks it
                     # too, that is the rotation, reported as such).
@@ -2997,7 +3003,7 @@ class _Job:
                     reason = self._after_gap(read, _Read(read.previous))
             except _Young:
                 if newer_ns is None:
-                    return self._after_young(read, shift)
+                    return self._after_young(read, shift, after_previous=self.c.has_previous)
                 shift, reason = 1, self._after_restart_since_listing(read)
             if read.previous and read.young:
                 if reason is None:
@@ -3013,10 +3019,14 @@ class _Job:
                          since=since, until=None)
 
     def _newer_than_listed_previous(self, read: _Read, shift: int) -> Optional[int]:
-        """For a read of the listed previous instance: a time its lines cannot reach (it had ended by then), so
-        that an answer starting there is a newer instance's; else None."""
+        """For a read of the listed previous instance: a time its lines cannot reach, so that an answer starting
+        there is a newer instance's; else None."""
+        return self._after_listed_previous() if read.previous and not read.young and not shift else None
+
+    def _after_listed_previous(self) -> Optional[int]:
+        """A time the listed previous instance's lines cannot reach (it had ended by then); None when unknown."""
         c = self.c
-        if read.previous and not read.young and not shift and c.has_previous and c.previous_ended_ns:
+        if c.has_previous and c.previous_ended_ns:
             return c.previous_ended_ns + (1 + EXIT_DRAIN_SECONDS) * NS_PER_SECOND
         return None
 
@@ -3034,27 +3044,44 @@ class _Job:
 
     def _after_missing_line(self, read: _Read) -> Optional[str]:
         """The current instance lacks the last line written: it restarted after the listing, so that line is in the
-        previous instance now, or the log rotated and the lines between are lost."""
-        if self._rest_of_previous(read.anchor, shift=1):  # the new instance is all new
-            return self._read(_Read(False), shift=1)
+        previous instance now, or the log rotated and the lines between are lost.  (A file's own last line may be
+        in the listed previous instance, which its time tells: then the listing had seen the restart.)"""
+        bound = self._after_listed_previous() if read.file_line else None
+        shift = 0 if bound is not None and read.anchor.ns < bound else 1
+        held = self._rest_of_previous(read.anchor, shift=shift)
+        if held:  # the new instance is all new
+            return self._current_after_previous(shift)
+        if held is False:  # the line's instance restarted away too: the previous one is all new, then the current
+            self._after_gap(read, _Read(True), shift + 1)
+            return self._current_after_previous(shift + 1)
         return self._after_gap(read, _Read(False))
 
-    def _rest_of_previous(self, anchor: _Anchor, *, shift: int) -> bool:
+    def _rest_of_previous(self, anchor: _Anchor, *, shift: int) -> Optional[bool]:
         """Whether the previous instance holds ``anchor``'s line (the current one restarted since it was written);
-        if so, the lines after it are written."""
-        first_ns = self.first_ns
+        if so, the lines after it are written.  False when it holds later lines only (the line's instance restarted
+        away too), None when nothing after the line's time."""
+        first_ns, held = self.first_ns, None
         try:
             if self._read(_Read(True, anchor=anchor), shift=shift) is None:
                 return True
-        except _AnchorMissing:
-            pass
+        except _AnchorMissing as exc:
+            held = False if exc.passed else None
         self.first_ns = first_ns  # (that read wrote nothing)
-        return False
+        return held
 
-    def _after_young(self, read: _Read, shift: int = 0) -> Optional[str]:
+    def _current_after_previous(self, shift: int) -> Optional[str]:
+        """The current instance whole, right after the rest of the previous one: checked as a plan's current read
+        is, since another restart in between would make the instance just read the one before the previous."""
+        read = _Read(False, young=True)
+        try:
+            return self._read(read, shift)
+        except _Young:
+            return self._after_young(read, shift, after_previous=True)
+
+    def _after_young(self, read: _Read, shift: int, *, after_previous: bool) -> Optional[str]:
         """The current log starts after the listing: if a previous instance exists now that was not read before,
         it is the listed current one."""
-        if not self.c.has_previous or self._previous_moved_on(read, shift):
+        if not after_previous or self._previous_moved_on(read, shift):
             if self._read(_Read(True, since_ns=read.since_ns), shift=shift + 1) is None:
                 return self._read(_Read(False), shift=shift + 1)
         return self._read(read._replace(young=False), shift)
@@ -3073,11 +3100,11 @@ class _Job:
             return exc.passed
         return False
 
-    def _after_gap(self, read: _Read, after: _Read) -> Optional[str]:
+    def _after_gap(self, read: _Read, after: _Read, shift: int = 0) -> Optional[str]:
         """Read ``after`` (the lines the rotated file holds now), then report the gap since the anchor's line
         (unless the anchor is only the file's, which a pod of the same name before this one wrote)."""
         before = self.last
-        reason = self._read(after)
+        reason = self._read(after, shift)
         if not read.quiet:
             self._gap(read.anchor.ns, self.first_ns if self.last is not before else None)
         return reason
@@ -3173,7 +3200,7 @@ class _Job:
                 # The resume lacks the line written before the cut: the container restarted since, or the log
                 # rotated (then what its file holds now is all newer, and the lines between are lost).
                 if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
-                    return self._read(_Read(False), shift=shift + 1)
+                    return self._current_after_previous(shift + 1)
                 if gap:
                     self._gap(gap[0], gap[1])
                 read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
