@@ -1136,3 +1136,29 @@ def test_a_line_within_the_race_margin_after_the_records_is_a_later_instances(cl
     stamp(cluster, ["i2 1"], 0)
     assert export().gaps == []
     assert texts(export.output / "shop/web/app.log") == ["i0 0", "i1 0", "i2 0", "i2 1"]
+
+
+# 19. A cut stream, then two restarts before its resume: the line written last is in an instance restarted away,
+#     and the previous instance, all new, is read whole before the current one (the gap reported).
+def test_a_cut_then_two_restarts_before_the_resume_reads_the_instance_between(cluster, apiserver, export):
+    cluster.add_pod("shop", "web")
+    cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
+    stamp(cluster, ["i0 %d %s" % (i, "x" * 300) for i in range(400)], 300)
+    apiserver.faults.cut_log(at_byte=kle.FIRST_READ_BYTES + 2000)  # after some lines are written
+
+    def handler(n, q):
+        if n == 2:  # the resume after the cut
+            restart(cluster, 200)
+            stamp(cluster, ["i1 0"], 150)
+            restart(cluster, 100)
+            stamp(cluster, ["i2 0"], 50)
+
+    on_requests(apiserver, handler)
+    r = export()
+    apiserver.faults.clear()
+    assert r.ok and len(r.gaps) == 1
+    got = texts(export.output / "shop/web/app.log")
+    assert got[-2:] == ["i1 0", "i2 0"] and len(got) == len(set(got))
+    stamp(cluster, ["i2 1"], 0)
+    assert export().gaps == []
+    assert texts(export.output / "shop/web/app.log")[-3:] == ["i1 0", "i2 0", "i2 1"]

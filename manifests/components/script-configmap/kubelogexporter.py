@@ -3042,19 +3042,20 @@ class _Job:
                          since=since, until=until)
         return self._read(_Read(True, since_ns=read.since_ns), shift=1)
 
-    def _after_missing_line(self, read: _Read) -> Optional[str]:
-        """The current instance lacks the last line written: it restarted after the listing, so that line is in the
-        previous instance now, or the log rotated and the lines between are lost.  (A file's own last line may be
-        in the listed previous instance, which its time tells: then the listing had seen the restart.)"""
+    def _after_missing_line(self, read: _Read, shift: int = 0) -> Optional[str]:
+        """The current instance lacks the last line written: it restarted after the listing (or after a cut read),
+        so that line is in the previous instance now, or the log rotated and the lines between are lost.  (A file's
+        own last line may be in the listed previous instance, which its time tells: then the listing had seen the
+        restart.)"""
         bound = self._after_listed_previous() if read.file_line else None
-        shift = 0 if bound is not None and read.anchor.ns < bound else 1
-        held = self._rest_of_previous(read.anchor, shift=shift)
+        moved = shift + (0 if bound is not None and read.anchor.ns < bound else 1)
+        held = self._rest_of_previous(read.anchor, shift=moved)
         if held:  # the new instance is all new
-            return self._current_after_previous(shift)
+            return self._current_after_previous(moved)
         if held is False:  # the line's instance restarted away too: the previous one is all new, then the current
-            self._after_gap(read, _Read(True), shift + 1)
-            return self._current_after_previous(shift + 1)
-        return self._after_gap(read, _Read(False))
+            self._after_gap(read, _Read(True), moved + 1)
+            return self._current_after_previous(moved + 1)
+        return self._after_gap(read, _Read(False), shift)
 
     def _rest_of_previous(self, anchor: _Anchor, *, shift: int) -> Optional[bool]:
         """Whether the previous instance holds ``anchor``'s line (the current one restarted since it was written);
@@ -3199,8 +3200,8 @@ class _Job:
             if lost:
                 # The resume lacks the line written before the cut: the container restarted since, or the log
                 # rotated (then what its file holds now is all newer, and the lines between are lost).
-                if not read.previous and not gap and self._rest_of_previous(read.anchor, shift=shift + 1):
-                    return self._current_after_previous(shift + 1)
+                if not read.previous and not gap:
+                    return self._after_missing_line(read, shift)
                 if gap:
                     self._gap(gap[0], gap[1])
                 read, resumed, gap = _Read(read.previous), False, [read.anchor.ns, None]
