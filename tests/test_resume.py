@@ -267,6 +267,20 @@ def decompressed_prefix(path):
     return b"".join(out)
 
 
+def kill_9_in_a_body(apiserver, args, *, at, after):
+    """Run the exporter, hold its log body at byte ``at``, and kill -9 it ``after`` seconds later (it writes what it
+    has received, or part of it); every fault is cleared after."""
+    release = threading.Event()
+    apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=at)
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= at and not r.done
+                         for r in apiserver.requests) or proc.poll() is not None)
+    time.sleep(after)
+    proc.kill()
+    proc.wait()
+    release.set()
+    apiserver.faults.clear()
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_kill_9_at_random_instants_then_a_rotation_never_takes_back_a_line(cluster, apiserver, service_account,
                                                                            tmp_path, gz):
@@ -280,17 +294,8 @@ def test_kill_9_at_random_instants_then_a_rotation_never_takes_back_a_line(clust
         cluster.append_log("shop", "web", "app", ["r%d line %d %s" % (round_, counter + i, "x" * 200)
                                                   for i in range(20000)])
         counter += 20000
-        release = threading.Event()
         at = rng.randrange(1, 4_000_000)
-        apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=at)
-        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-        wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= at and not r.done
-                             for r in apiserver.requests) or proc.poll() is not None)
-        time.sleep(rng.uniform(0.0, 0.3))  # the exporter writes what it has received, or part of it
-        proc.kill()
-        proc.wait()
-        release.set()
-        apiserver.faults.clear()
+        kill_9_in_a_body(apiserver, args, at=at, after=rng.uniform(0.0, 0.3))
         cluster.rotate_log("shop", "web", "app")  # what the killed run had not reached is gone for good
         now = (decompressed_prefix(path) if gz else path.read_bytes()) if path.exists() else b""
         assert now.startswith(before[:before.rfind(b"\n") + 1])
@@ -349,17 +354,8 @@ def test_kill_9_while_a_container_restarts_after_the_listing(cluster, apiserver,
                     restart()
                     add(rng.choice([10, 3000]))
             apiserver.faults.before_log(handler, times=None)
-        release = threading.Event()
         at = rng.randrange(1, 2_000_000)
-        apiserver.faults.mid_log(lambda *a: release.wait(20), at_byte=at)
-        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-        wait_for(lambda: any(r.path.endswith("/log") and r.bytes_sent >= at and not r.done
-                             for r in apiserver.requests) or proc.poll() is not None)
-        time.sleep(rng.uniform(0.0, 0.2))
-        proc.kill()
-        proc.wait()
-        release.set()
-        apiserver.faults.clear()
+        kill_9_in_a_body(apiserver, args, at=at, after=rng.uniform(0.0, 0.2))
         now = path.read_bytes() if path.exists() else b""
         assert now.startswith(before[:before.rfind(b"\n") + 1])  # a line on disk is never taken back
         before = now
