@@ -110,6 +110,46 @@ class K8s:
                                                   "containerID": f"containerd://{uuid.uuid4().hex}"}}
         self.api("PUT", f"/api/v1/namespaces/{ns}/pods/{pod}/status", obj)
 
+    def set_instances(self, ns: str, pod: str, container: str, *, started_ns: int, restarts: int = 0,
+                      previous: Optional[Tuple[int, int]] = None) -> None:
+        """The container's status as a kubelet reports it: its current instance's `startedAt`, and for a
+        restarted one `restartCount` and `lastState.terminated` (`previous`: that instance's start and end).
+        Times are whole seconds (RFC 3339), as in a real status."""
+        def stamp(ns_: int) -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns_ // 10**9))
+
+        obj = self.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}")
+        for st in obj["status"]["containerStatuses"]:
+            if st["name"] == container:
+                st["restartCount"] = restarts
+                st["containerID"] = f"containerd://{uuid.uuid4().hex}"
+                st["state"] = {"running": {"startedAt": stamp(started_ns)}}
+                st["lastState"] = {}
+                if previous is not None:
+                    st["lastState"] = {"terminated": {
+                        "exitCode": 1, "reason": "Error", "startedAt": stamp(previous[0]),
+                        "finishedAt": stamp(previous[1]), "containerID": f"containerd://{uuid.uuid4().hex}"}}
+        self.api("PUT", f"/api/v1/namespaces/{ns}/pods/{pod}/status", obj)
+
+    def switch_logs(self, ns: str, pod: str, container: str, current: Path, previous: Path) -> None:
+        """A restart as the kubelet's log endpoint sees it: `current` is served as the log, `previous` for
+        `previous=true` (kwok's `Logs` object of the pod, updated; kwok follows it through a watch)."""
+        path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{ns}/logs/{pod}"
+        obj = self.api("GET", path)
+        for entry in obj["spec"]["logs"]:
+            if container in entry["containers"]:
+                entry["logsFile"], entry["previousLogsFile"] = str(current), str(previous)
+        self.api("PUT", path, obj)
+        first = current.read_text().split("\n", 1)[0].split(" ", 3)[3] + "\n"  # a CRI record's text
+        deadline = time.monotonic() + 20
+        while True:
+            got = self.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}/log?container={container}"
+                                  f"&limitBytes={len(first.encode())}")["raw"]
+            if got == first.encode():
+                return
+            assert time.monotonic() < deadline, f"kwok never served {current} for {ns}/{pod}/{container}"
+            time.sleep(0.1)
+
     def log_file(self, ns: str, pod: str, container: str, instance: int = 0) -> Path:
         """Where a container instance's CRI log lives (the kubelet's /var/log/pods layout)."""
         p = self.c.container_logs / f"{ns}_{pod}" / container / f"{instance}.log"

@@ -1,0 +1,192 @@
+"""Container restarts between runs, against the real kube-apiserver and the kubelet's log reader (kwok).
+
+The status says what a kubelet would (restartCount, lastState.terminated, startedAt in whole seconds); kwok's
+`Logs` object says which file is the current log and which the previous instance's. The exporter's rules for
+restarts (README, "Restarts") are checked here on the real server's answers: `previous=true` with `sinceTime`,
+the 400 for a container without a previous instance, and what a restart does to a resumed container."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from e2ekit import cri_append, files_under, lines
+
+S = 10**9
+FILLER_BYTES = 300_000 * (len("2026-01-01T00:00:00.000000000Z ") + 150 + 1)  # as served, timestamps=true
+
+
+def summary(r) -> dict:
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def container(k8s, exporter_sa, tmp_path):
+    """One pod whose container started ten minutes ago, exported once: (ns, t0, what the file holds, run)."""
+    ns = k8s.namespace("restart")
+    k8s.pod(ns, "web")
+    t0 = (time.time_ns() - 600 * S) // S * S
+    k8s.set_instances(ns, "web", "app", started_ns=t0)
+    f0 = k8s.log_file(ns, "web", "app", 0)
+    want = cri_append(f0, lines(t0 + S // 2, 5, "first instance"))
+    k8s.give_logs(ns, "web", {"app": (f0, None)})
+    out = tmp_path / "out"
+
+    def run():
+        return summary(k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json"))
+
+    assert run()["gaps"] == []
+    assert files_under(out) == {f"{ns}/web/app.log": want}
+    return ns, t0, want, run, out
+
+
+@pytest.mark.parametrize("young", [False, True], ids=["started-minutes-ago", "started-seconds-ago"])
+def test_a_restart_between_runs_writes_the_rest_of_the_instance_then_the_new_one(k8s, container, young):
+    ns, t0, want, run, out = container
+    f0 = k8s.log_file(ns, "web", "app", 0)
+    rest = cri_append(f0, lines(t0 + 100 * S, 3, "first instance, after the run"))
+    ended = t0 + 101 * S
+    started = (time.time_ns() - 5 * S) // S * S if young else ended + S  # young: less than a minute before the run
+    f1 = k8s.log_file(ns, "web", "app", 1)
+    new = cri_append(f1, lines(started + S // 4, 4, "second instance"))
+    k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
+    k8s.set_instances(ns, "web", "app", started_ns=started, restarts=1, previous=(t0, ended))
+
+    s = run()
+    assert s["gaps"] == []
+    assert s["bytes_written"] == len(rest) + len(new)
+    got = files_under(out)[f"{ns}/web/app.log"]
+    assert got == want + rest + new
+    assert got.endswith(k8s.kubectl_logs(ns, "web", "app", previous=True)[len(want):] +
+                        k8s.kubectl_logs(ns, "web", "app"))
+    # more lines of the new instance: only those; then nothing
+    more = cri_append(f1, lines(started + 2 * S, 2, "second instance, later"))
+    s = run()
+    assert s["bytes_written"] == len(more) and s["gaps"] == []
+    assert files_under(out)[f"{ns}/web/app.log"] == want + rest + new + more
+    assert run()["bytes_written"] == 0
+
+
+def test_two_restarts_between_runs_report_the_lost_rest_as_a_gap(k8s, container):
+    """The API keeps one previous instance: the rest of the first one is gone, and said so."""
+    ns, t0, want, run, out = container
+    f0, f1, f2 = (k8s.log_file(ns, "web", "app", i) for i in range(3))
+    cri_append(f0, lines(t0 + 100 * S, 3, "first instance, after the run: lost"))
+    second = cri_append(f1, lines(t0 + 102 * S, 4, "second instance"))
+    third = cri_append(f2, lines(t0 + 202 * S, 2, "third instance"))
+    k8s.switch_logs(ns, "web", "app", current=f2, previous=f1)
+    k8s.set_instances(ns, "web", "app", started_ns=t0 + 201 * S, restarts=2, previous=(t0 + 101 * S, t0 + 200 * S))
+
+    s = run()
+    assert [g["container"] for g in s["gaps"]] == [f"{ns}/web/app"], s["gaps"]
+    assert s["bytes_written"] == len(second) + len(third)
+    assert files_under(out)[f"{ns}/web/app.log"] == want + second + third
+    s = run()
+    assert s["bytes_written"] == 0 and s["gaps"] == []  # nothing more, nothing reported twice
+
+
+def test_a_restart_with_nothing_new_in_the_old_instance_reads_the_new_one_whole(k8s, container):
+    """The previous instance's answer from the anchor's second holds the anchor and nothing after it."""
+    ns, t0, want, run, out = container
+    f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
+    new = cri_append(f1, lines(t0 + 50 * S, 3, "second instance"))
+    k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
+    k8s.set_instances(ns, "web", "app", started_ns=t0 + 50 * S, restarts=1, previous=(t0, t0 + 49 * S))
+
+    s = run()
+    assert s["gaps"] == [] and s["bytes_written"] == len(new)
+    assert files_under(out)[f"{ns}/web/app.log"] == want + new
+
+
+def export_paused(k8s, exporter_sa, ns, out, while_paused):
+    """A run with --concurrency 1 that is stopped (SIGSTOP) while it exports the pod `a-filler`, which the
+    listing puts before `web`: `while_paused` then changes the cluster between the listing and web's requests."""
+    filler = out / ns / "a-filler" / "app.log"
+    cmd, env = k8s.exporter_cmd(exporter_sa, "-n", ns, "-o", str(out), "--json", "--concurrency", "1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (filler.exists() and filler.stat().st_size):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            # its one worker is still on the filler, so web's requests come after while_paused()
+            assert filler.stat().st_size < FILLER_BYTES
+            while_paused()
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert filler.stat().st_size == FILLER_BYTES
+    return json.loads(stdout.strip().splitlines()[-1]), files_under(out)
+
+
+@pytest.fixture
+def filler(k8s):
+    """Adds to a namespace a pod `a-filler` whose 52 MiB log takes the exporter a while."""
+    def add(ns, t0):
+        k8s.pod(ns, "a-filler")
+        k8s.set_instances(ns, "a-filler", "app", started_ns=t0)
+        f = k8s.log_file(ns, "a-filler", "app")
+        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 // S + 1))
+        with open(f, "w") as fh:  # 300,000 lines a microsecond apart
+            for block in range(30):
+                fh.write("".join(f"{second}.{i * 1000:09d}Z stdout F {'x' * 150}\n"
+                                 for i in range(block * 10_000, (block + 1) * 10_000)))
+        k8s.give_logs(ns, "a-filler", {"app": (f, None)})
+    return add
+
+
+def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container, filler, exporter_sa):
+    """web restarts between the listing (which shows its old instance) and its log request: the current log
+    lacks the line written last, so the previous instance is searched for it, its rest written, then the new one."""
+    ns, t0, want, run, out = container
+    filler(ns, t0)
+    f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
+    got = {}
+
+    def restart():
+        got["rest"] = cri_append(f0, lines(t0 + 100 * S, 3, "first instance, after the listing"))
+        got["new"] = cri_append(f1, lines(t0 + 102 * S, 4, "second instance"))
+        k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
+        k8s.set_instances(ns, "web", "app", started_ns=t0 + 102 * S, restarts=1, previous=(t0, t0 + 101 * S))
+
+    s, files = export_paused(k8s, exporter_sa, ns, out, restart)
+    assert s["gaps"] == []
+    assert files[f"{ns}/web/app.log"] == want + got["rest"] + got["new"]
+    s = run()
+    assert s["bytes_written"] == 0 and s["gaps"] == []
+
+
+def test_a_first_export_whose_container_restarts_after_the_listing_reads_both_instances(
+        k8s, filler, exporter_sa, tmp_path):
+    """A container listed as started minutes ago, never restarted, is read with one request; when the log that
+    comes back starts after the listing, the instance listed may be the previous one now, so it is asked for."""
+    ns = k8s.namespace("restart")
+    t0 = (time.time_ns() - 600 * S) // S * S
+    filler(ns, t0)
+    k8s.pod(ns, "web")
+    k8s.set_instances(ns, "web", "app", started_ns=t0)
+    f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
+    first = cri_append(f0, lines(t0 + S // 2, 5, "first instance"))
+    k8s.give_logs(ns, "web", {"app": (f0, None)})
+    got = {}
+
+    def restart():
+        started = time.time_ns() // S * S
+        got["new"] = cri_append(f1, lines(started + 1000, 4, "second instance"))
+        k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
+        k8s.set_instances(ns, "web", "app", started_ns=started, restarts=1, previous=(t0, started))
+
+    out = tmp_path / "out"
+    s, files = export_paused(k8s, exporter_sa, ns, out, restart)
+    assert s["gaps"] == []
+    assert files[f"{ns}/web/app.log"] == first + got["new"]
