@@ -1,15 +1,17 @@
 """Helpers of the end-to-end tests: kubectl, pods, CRI log files, tokens, the exporter run as in a pod."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -22,6 +24,7 @@ if str(E2E) not in sys.path:
 import cluster as clustermod  # noqa: E402
 
 NODE = clustermod.NODE
+FILLER_BYTES = 300_000 * (len("2026-01-01T00:00:00.000000000Z ") + 150 + 1)  # add_filler's log, as served
 
 
 def kubectl_binary() -> str:
@@ -210,6 +213,47 @@ class K8s:
     def export(self, sa_dir: Path, *args, timeout: float = 120) -> subprocess.CompletedProcess:
         cmd, env = self.exporter_cmd(sa_dir, *args)
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+    def add_filler(self, ns: str, started_ns: int) -> None:
+        """A pod `a-filler` (listed before the others) whose 52 MiB log takes the exporter a while to read."""
+        self.pod(ns, "a-filler")
+        self.set_instances(ns, "a-filler", "app", started_ns=started_ns)
+        f = self.log_file(ns, "a-filler", "app")
+        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started_ns // 10**9 + 1))
+        with open(f, "w") as fh:  # 300,000 lines a microsecond apart
+            for block in range(30):
+                fh.write("".join(f"{second}.{i * 1000:09d}Z stdout F {'x' * 150}\n"
+                                 for i in range(block * 10_000, (block + 1) * 10_000)))
+        self.give_logs(ns, "a-filler", {"app": (f, None)})
+
+    def export_paused(self, sa_dir: Path, ns: str, out: Path, while_paused: Callable[[], None]
+                      ) -> Tuple[dict, Dict[str, bytes]]:
+        """A run of namespace `ns` with --concurrency 1, stopped (SIGSTOP) while it reads `a-filler`
+        (add_filler): `while_paused` changes the cluster between the listing and the other pods' requests.
+        Returns the --json summary and the files."""
+        filler = out / ns / "a-filler" / "app.log"
+        cmd, env = self.exporter_cmd(sa_dir, "-n", ns, "-o", str(out), "--json", "--concurrency", "1")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (filler.exists() and filler.stat().st_size):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.005)
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                # its one worker is still on the filler, so the other pods' requests come after while_paused()
+                assert filler.stat().st_size < FILLER_BYTES
+                while_paused()
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, stderr
+        assert filler.stat().st_size == FILLER_BYTES
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        summary["stderr"] = stderr
+        return summary, files_under(out)
 
     def kubectl_logs(self, ns: str, pod: str, container: str, previous: bool = False) -> bytes:
         args = ["logs", "-n", ns, pod, "-c", container, "--timestamps"]

@@ -139,3 +139,39 @@ def test_1250_pods_are_listed_through_real_continue_tokens(k8s, exporter_sa, tmp
     pages = [ln for ln in r.stderr.splitlines() if f"/namespaces/{ns}/pods?" in ln and "/log" not in ln]
     assert len(pages) >= 3, r.stderr[-3000:]  # 500 a page: two continue tokens
     assert sum("continue=" in ln for ln in pages) >= 2, pages
+
+
+def test_a_token_rotated_then_revoked_mid_run_is_read_again_after_the_401(k8s, tmp_path):
+    """The kubelet rewrites a projected token before it expires; a bound token stops working the moment its
+    object is gone. The run's token file gets a new token and the old one is revoked while the run is paused
+    between its listing and the next pod's request: that request's 401 makes it read the file again."""
+    ns = k8s.namespace("token")
+    t0 = (time.time_ns() - 600 * 10**9) // 10**9 * 10**9
+    k8s.add_filler(ns, t0)
+    k8s.pod(ns, "web")
+    f = k8s.log_file(ns, "web", "app")
+    want = cri_append(f, lines(t0 + 10**9, 5, "web"))
+    k8s.give_logs(ns, "web", {"app": (f, None)})
+    secrets = [f"{ns}-token-{i}" for i in (1, 2)]
+    for name in secrets:
+        k8s.api("POST", "/api/v1/namespaces/log-exporter/secrets",
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}})
+    tokens = [k8s.kubectl("create", "token", "log-exporter-sa", "-n", "log-exporter", "--bound-object-kind",
+                          "Secret", "--bound-object-name", name).stdout.strip() for name in secrets]
+    sa_dir = k8s.service_account_dir(tmp_path, tokens[0])
+
+    def rotate_then_revoke():
+        fresh = sa_dir / "token.new"
+        fresh.write_text(tokens[1])
+        fresh.rename(sa_dir / "token")  # as the kubelet's atomic writer: the file is whole or absent
+        k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{secrets[0]}")
+        deadline = time.monotonic() + 30  # the API server caches a token it accepted for 10 s
+        while _get_without_a_valid_token(k8s, f"/api/v1/namespaces/{ns}/pods", tokens[0])[0] != 401:
+            assert time.monotonic() < deadline, "the revoked token is still accepted"
+            time.sleep(0.5)
+
+    s, files = k8s.export_paused(sa_dir, ns, tmp_path / "out", rotate_then_revoke)
+    assert s["failed"] == [], s
+    assert files[f"{ns}/web/app.log"] == want
+    assert not any(t in s["stderr"] for t in tokens)
+    k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{secrets[1]}")

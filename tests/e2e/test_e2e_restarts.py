@@ -7,9 +7,6 @@ the 400 for a container without a previous instance, and what a restart does to 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 
 import pytest
@@ -17,7 +14,6 @@ import pytest
 from e2ekit import cri_append, files_under, lines
 
 S = 10**9
-FILLER_BYTES = 300_000 * (len("2026-01-01T00:00:00.000000000Z ") + 150 + 1)  # as served, timestamps=true
 
 
 def summary(r) -> dict:
@@ -103,53 +99,11 @@ def test_a_restart_with_nothing_new_in_the_old_instance_reads_the_new_one_whole(
     assert files_under(out)[f"{ns}/web/app.log"] == want + new
 
 
-def export_paused(k8s, exporter_sa, ns, out, while_paused):
-    """A run with --concurrency 1 that is stopped (SIGSTOP) while it exports the pod `a-filler`, which the
-    listing puts before `web`: `while_paused` then changes the cluster between the listing and web's requests."""
-    filler = out / ns / "a-filler" / "app.log"
-    cmd, env = k8s.exporter_cmd(exporter_sa, "-n", ns, "-o", str(out), "--json", "--concurrency", "1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (filler.exists() and filler.stat().st_size):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGSTOP)
-        try:
-            # its one worker is still on the filler, so web's requests come after while_paused()
-            assert filler.stat().st_size < FILLER_BYTES
-            while_paused()
-        finally:
-            os.kill(proc.pid, signal.SIGCONT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr
-    assert filler.stat().st_size == FILLER_BYTES
-    return json.loads(stdout.strip().splitlines()[-1]), files_under(out)
-
-
-@pytest.fixture
-def filler(k8s):
-    """Adds to a namespace a pod `a-filler` whose 52 MiB log takes the exporter a while."""
-    def add(ns, t0):
-        k8s.pod(ns, "a-filler")
-        k8s.set_instances(ns, "a-filler", "app", started_ns=t0)
-        f = k8s.log_file(ns, "a-filler", "app")
-        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 // S + 1))
-        with open(f, "w") as fh:  # 300,000 lines a microsecond apart
-            for block in range(30):
-                fh.write("".join(f"{second}.{i * 1000:09d}Z stdout F {'x' * 150}\n"
-                                 for i in range(block * 10_000, (block + 1) * 10_000)))
-        k8s.give_logs(ns, "a-filler", {"app": (f, None)})
-    return add
-
-
-def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container, filler, exporter_sa):
+def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container, exporter_sa):
     """web restarts between the listing (which shows its old instance) and its log request: the current log
     lacks the line written last, so the previous instance is searched for it, its rest written, then the new one."""
     ns, t0, want, run, out = container
-    filler(ns, t0)
+    k8s.add_filler(ns, t0)
     f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
     got = {}
 
@@ -159,7 +113,7 @@ def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container
         k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
         k8s.set_instances(ns, "web", "app", started_ns=t0 + 102 * S, restarts=1, previous=(t0, t0 + 101 * S))
 
-    s, files = export_paused(k8s, exporter_sa, ns, out, restart)
+    s, files = k8s.export_paused(exporter_sa, ns, out, restart)
     assert s["gaps"] == []
     assert files[f"{ns}/web/app.log"] == want + got["rest"] + got["new"]
     s = run()
@@ -167,12 +121,12 @@ def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container
 
 
 def test_a_first_export_whose_container_restarts_after_the_listing_reads_both_instances(
-        k8s, filler, exporter_sa, tmp_path):
+        k8s, exporter_sa, tmp_path):
     """A container listed as started minutes ago, never restarted, is read with one request; when the log that
     comes back starts after the listing, the instance listed may be the previous one now, so it is asked for."""
     ns = k8s.namespace("restart")
     t0 = (time.time_ns() - 600 * S) // S * S
-    filler(ns, t0)
+    k8s.add_filler(ns, t0)
     k8s.pod(ns, "web")
     k8s.set_instances(ns, "web", "app", started_ns=t0)
     f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
@@ -187,6 +141,6 @@ def test_a_first_export_whose_container_restarts_after_the_listing_reads_both_in
         k8s.set_instances(ns, "web", "app", started_ns=started, restarts=1, previous=(t0, started))
 
     out = tmp_path / "out"
-    s, files = export_paused(k8s, exporter_sa, ns, out, restart)
+    s, files = k8s.export_paused(exporter_sa, ns, out, restart)
     assert s["gaps"] == []
     assert files[f"{ns}/web/app.log"] == first + got["new"]
