@@ -1234,8 +1234,10 @@ and last line of each 1 MiB block are checked. The download itself now runs at c
 256 MiB, timed inside the process, against curl's 0.48–0.55 s whole run). What remains is the fixed start:
 the interpreter, ~40 ms of imports (`http.client` is 25 of them, its `email` package 15; `dataclasses` and
 `inspect`, 11 ms, are no longer imported), ~20 ms of settings, TLS context and listing, and for `python3
-kubelogexporter.py` the compile of the 4,900-line script on every start (`python3 FILE` never uses a `.pyc`):
-~70 ms, and ~12 MiB of peak RSS that CPython does not give back (`malloc_trim` frees none of it). The
+kubelogexporter.py` the compile of the 5,100-line script on every start (`python3 FILE` never uses a `.pyc`):
+~70 ms, and ~12 MiB of peak RSS that stays taken until the program ends: CPython keeps the script's syntax tree
+while the script runs (`pyrun_file` in `Python/pythonrun.c` frees the AST arena only after `run_mod` returns),
+so neither `gc` nor `malloc_trim` can give it back (an import frees its tree once compiled). The
 `exporter-bytecode` row runs the same code with `python3 -m kubelogexporter` from its cached bytecode, as the
 image and the manifests do. Durability overlaps the download: written pages are handed to the disk every 8 MiB
 (`POSIX_FADV_DONTNEED` starts their writeback), so the `syncfs` before each state save finds little left (5 ms
