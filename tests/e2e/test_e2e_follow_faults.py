@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -216,3 +217,41 @@ def test_follow_relists_after_a_410_from_a_restarted_apiserver(k8s, follow_rbac,
     lists = [ln for ln in err.splitlines() if f"GET /api/v1/namespaces/{ns}/pods?" in ln
              and "watch=true" not in ln and "-> 200" in ln]
     assert len(lists) >= 2, err[-3000:]  # the first list, and the one after 410
+
+
+def test_kill_9_at_random_instants_then_a_clean_run_is_byte_identical(k8s, exporter_sa, tmp_path):
+    """The promise on the real server: runs killed (SIGKILL) while starting and at random bytes of their work, lines
+    appended between them, then one run let finish: every file is what the API serves, each line once.
+    E2E_SEED=N replays a draw."""
+    n_lines = 60_000
+    ns, expect = _big_namespace(k8s, "kill9", pods=3, n_lines=n_lines)
+    seed = int(os.environ.get("E2E_SEED") or time.time_ns() % 10**6)
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+
+    def on_disk():
+        return sum(p.stat().st_size for p in out.rglob("*.log")) if out.exists() else 0
+
+    after = time.time_ns() - 3_600 * 10**9 + n_lines * 1_000_003  # _big_namespace's last line, a little later
+    for kill in range(4):
+        total, done = sum(len(b) for b in expect.values()), on_disk()
+        proc = _export_bg(k8s, exporter_sa, ns, out)
+        if kill == 0:  # starting: settings, TLS, the listing
+            time.sleep(rng.uniform(0, 0.3))
+        else:  # at a random byte of what is left to write
+            target = done + rng.uniform(0, 0.9 * (total - done))
+            while on_disk() < target and proc.poll() is None:
+                time.sleep(0.002)
+            assert proc.poll() is None, f"E2E_SEED={seed}: the run ended before its kill"
+        proc.kill()
+        proc.communicate()
+        for i in range(3):
+            expect[f"{ns}/big-{i}/app.log"] += cri_append(k8s.log_file(ns, f"big-{i}", "app"),
+                                                           lines(after + kill * 10**9, 100, f"after kill {kill}"))
+    r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
+    assert r.returncode == 0, (seed, r.stderr[-3000:])
+    assert files_under(out) == expect, f"E2E_SEED={seed}"
+    s = json.loads(r.stdout.splitlines()[-1])
+    assert s["gaps"] == [], (seed, s["gaps"])
+    assert json.loads(k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json").stdout.splitlines()[-1])[
+        "bytes_written"] == 0

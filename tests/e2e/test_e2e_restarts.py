@@ -1,4 +1,5 @@
-"""Container restarts between runs, against the real kube-apiserver and the kubelet's log reader (kwok).
+"""Container restarts between runs and during a run, against the real kube-apiserver and the kubelet's log
+reader (kwok).
 
 The status says what a kubelet would (restartCount, lastState.terminated, startedAt in whole seconds); kwok's
 `Logs` object says which file is the current log and which the previous instance's. The exporter's rules for
@@ -23,7 +24,8 @@ def summary(r) -> dict:
 
 @pytest.fixture
 def container(k8s, exporter_sa, tmp_path):
-    """One pod whose container started ten minutes ago, exported once: (ns, t0, what the file holds, run)."""
+    """One pod whose container started ten minutes ago, exported once: (ns, t0, what its file holds,
+    a function that runs the exporter on ns and returns its --json summary, the output folder)."""
     ns = k8s.namespace("restart")
     k8s.pod(ns, "web")
     t0 = (time.time_ns() - 600 * S) // S * S
