@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -230,29 +231,40 @@ class K8s:
                       ) -> Tuple[dict, Dict[str, bytes]]:
         """A run of namespace `ns` with --concurrency 1, stopped (SIGSTOP) while it reads `a-filler`
         (add_filler): `while_paused` changes the cluster between the listing and the other pods' requests.
-        Returns the --json summary and the files."""
+        Returns the --json summary, with "log_requests" added (from -v: (pod, query, status), in order), and
+        the files."""
         filler = out / ns / "a-filler" / "app.log"
-        cmd, env = self.exporter_cmd(sa_dir, "-n", ns, "-o", str(out), "--json", "--concurrency", "1")
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while not (filler.exists() and filler.stat().st_size):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.005)
-            os.kill(proc.pid, signal.SIGSTOP)
+        cmd, env = self.exporter_cmd(sa_dir, "-n", ns, "-o", str(out), "--json", "--concurrency", "1", "-v")
+        err_path = out.parent / f"{out.name}.stderr"  # a file, not a pipe nobody reads while the run goes on
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             try:
-                # its one worker is still on the filler, so the other pods' requests come after while_paused()
-                assert filler.stat().st_size < FILLER_BYTES
-                while_paused()
+                deadline = time.monotonic() + 60
+                while not (filler.exists() and filler.stat().st_size):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        proc.kill()
+                        pytest.fail(f"the filler was never read: {proc.communicate(timeout=10)[0][-2000:]}"
+                                    f"{err_path.read_text()[-3000:]}")
+                    time.sleep(0.005)
+                os.kill(proc.pid, signal.SIGSTOP)
+                try:
+                    # its one worker is still on the filler, so the other pods' requests come after while_paused()
+                    assert filler.stat().st_size < FILLER_BYTES
+                    while_paused()
+                finally:
+                    os.kill(proc.pid, signal.SIGCONT)
+                stdout, _ = proc.communicate(timeout=120)
             finally:
-                os.kill(proc.pid, signal.SIGCONT)
-            stdout, stderr = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-        assert proc.returncode == 0, stderr
+                proc.kill()
+        stderr = err_path.read_text()
+        assert proc.returncode == 0, stderr[-5000:]
         assert filler.stat().st_size == FILLER_BYTES
         summary = json.loads(stdout.strip().splitlines()[-1])
         summary["stderr"] = stderr
+        summary["log_requests"] = [(m[1], m[2], int(m[3])) for m in re.finditer(
+            r"GET /api/v1/namespaces/[^/\s]+/pods/([^/\s]+)/log\?(\S*) -> (\d+)", stderr)]
+        # the listing's order, which the pause relies on: the filler's log is asked for first
+        assert summary["log_requests"] and summary["log_requests"][0][0] == "a-filler", summary["log_requests"]
         return summary, files_under(out)
 
     def kubectl_logs(self, ns: str, pod: str, container: str, previous: bool = False) -> bytes:

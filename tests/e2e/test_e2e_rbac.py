@@ -156,22 +156,27 @@ def test_a_token_rotated_then_revoked_mid_run_is_read_again_after_the_401(k8s, t
     for name in secrets:
         k8s.api("POST", "/api/v1/namespaces/log-exporter/secrets",
                 {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}})
-    tokens = [k8s.kubectl("create", "token", "log-exporter-sa", "-n", "log-exporter", "--bound-object-kind",
-                          "Secret", "--bound-object-name", name).stdout.strip() for name in secrets]
-    sa_dir = k8s.service_account_dir(tmp_path, tokens[0])
+    try:
+        tokens = [k8s.kubectl("create", "token", "log-exporter-sa", "-n", "log-exporter", "--bound-object-kind",
+                              "Secret", "--bound-object-name", name).stdout.strip() for name in secrets]
+        sa_dir = k8s.service_account_dir(tmp_path, tokens[0])
 
-    def rotate_then_revoke():
-        fresh = sa_dir / "token.new"
-        fresh.write_text(tokens[1])
-        fresh.rename(sa_dir / "token")  # as the kubelet's atomic writer: the file is whole or absent
-        k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{secrets[0]}")
-        deadline = time.monotonic() + 30  # the API server caches a token it accepted for 10 s
-        while _get_without_a_valid_token(k8s, f"/api/v1/namespaces/{ns}/pods", tokens[0])[0] != 401:
-            assert time.monotonic() < deadline, "the revoked token is still accepted"
-            time.sleep(0.5)
+        def rotate_then_revoke():
+            fresh = sa_dir / "token.new"
+            fresh.write_text(tokens[1])
+            fresh.rename(sa_dir / "token")  # as the kubelet's atomic writer: the file is whole or absent
+            k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{secrets[0]}")
+            deadline = time.monotonic() + 30  # the API server caches a token it accepted for 10 s
+            while _get_without_a_valid_token(k8s, f"/api/v1/namespaces/{ns}/pods", tokens[0])[0] != 401:
+                assert time.monotonic() < deadline, "the revoked token is still accepted"
+                time.sleep(0.5)
 
-    s, files = k8s.export_paused(sa_dir, ns, tmp_path / "out", rotate_then_revoke)
+        s, files = k8s.export_paused(sa_dir, ns, tmp_path / "out", rotate_then_revoke)
+    finally:
+        for name in secrets:
+            k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{name}", ok=(200, 404))
     assert s["failed"] == [], s
     assert files[f"{ns}/web/app.log"] == want
-    assert not any(t in s["stderr"] for t in tokens)
-    k8s.api("DELETE", f"/api/v1/namespaces/log-exporter/secrets/{secrets[1]}")
+    web = [status for pod, _, status in s["log_requests"] if pod == "web"]
+    assert web[0] == 401 and web[-1] == 200, s["log_requests"]  # refused with the old token, then served
+    assert not any(t in s["stderr"] for t in tokens)  # -v prints every request

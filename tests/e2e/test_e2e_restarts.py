@@ -48,8 +48,9 @@ def test_a_restart_between_runs_writes_the_rest_of_the_instance_then_the_new_one
     ns, t0, want, run, out = container
     f0 = k8s.log_file(ns, "web", "app", 0)
     rest = cri_append(f0, lines(t0 + 100 * S, 3, "first instance, after the run"))
-    ended = t0 + 101 * S
-    started = (time.time_ns() - 5 * S) // S * S if young else ended + S  # young: less than a minute before the run
+    # young: it ran on quietly until it restarted, less than a minute before the run; else right after its last line
+    started = (time.time_ns() - 5 * S) // S * S if young else t0 + 102 * S
+    ended = started - S
     f1 = k8s.log_file(ns, "web", "app", 1)
     new = cri_append(f1, lines(started + S // 4, 4, "second instance"))
     k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
@@ -109,11 +110,14 @@ def test_a_restart_after_the_listing_is_caught_on_the_real_server(k8s, container
     f0, f1 = (k8s.log_file(ns, "web", "app", i) for i in range(2))
     got = {}
 
-    def restart():
-        got["rest"] = cri_append(f0, lines(t0 + 100 * S, 3, "first instance, after the listing"))
-        got["new"] = cri_append(f1, lines(t0 + 102 * S, 4, "second instance"))
+    def restart():  # stamped as a node would: lines written after the listing, an exit, a new instance
+        now = time.time_ns()
+        got["rest"] = cri_append(f0, lines(now, 3, "first instance, after the listing"))
+        ended = now // S * S + S
+        time.sleep(max(0.0, (ended + S // 5 - time.time_ns()) / S))  # no line stamped ahead of the clock
+        got["new"] = cri_append(f1, lines(ended + S // 10, 4, "second instance"))
         k8s.switch_logs(ns, "web", "app", current=f1, previous=f0)
-        k8s.set_instances(ns, "web", "app", started_ns=t0 + 102 * S, restarts=1, previous=(t0, t0 + 101 * S))
+        k8s.set_instances(ns, "web", "app", started_ns=ended, restarts=1, previous=(t0, ended))
 
     s, files = k8s.export_paused(exporter_sa, ns, out, restart)
     assert s["gaps"] == []
