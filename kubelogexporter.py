@@ -2950,7 +2950,7 @@ class _Job:
             self._lost(plan.lost, str(record["ts"]))
         ok = False
         try:
-            reason = self._execute(plan, outcome)
+            reason = self._execute(plan)
             if reason is not None:
                 outcome.skipped(c, reason)
             else:
@@ -2972,7 +2972,7 @@ class _Job:
         elif ok:
             outcome.exported(c)
 
-    def _execute(self, plan: _Plan, outcome: _Outcome) -> Optional[str]:
+    def _execute(self, plan: _Plan) -> Optional[str]:
         """The plan's reads in order, with the detours a restart after the listing calls for."""
         shift, absent_ns = 0, None
         for read in plan.reads:
@@ -2984,23 +2984,9 @@ class _Job:
                 reason = self._read(read, shift, young_ns=newer_ns if newer_ns is not None and read.anchor is None
                                     else absent_ns)
             except _AnchorMissing as exc:
-                if read.search:
-                    return self._after_missing_line(read)
-                if read.spent:  # a later line: the instance listed current restarted after the listing
-                    shift, reason = (1, self._read(_Read(True), shift=1)) if exc.passed else (shift, None)
-                elif newer_ns is not None and exc.seen_ns is not None and exc.seen_ns >= newer_ns:
-                    shift, reason = 1, self._after_restart_since_listing(read)
-                elif plan.lost and read.previous and exc.passed:  # as planned: the instances between are gone
-                    self._lost(plan.lost, _format_ts(read.anchor.ns))
-                    reason = self._read(_Read(True), shift)
-                elif read.previous and not exc.passed:
-                    # No line stamped after the anchor's: rather than the previous instance rotated to a file with
-                    # nothing in it, the line is in the current instance, numbered as the one before by a restart
-                    # after an earlier run's listing.  The current one is searched for it (and when it lacks it
-                    # too, that is the rotation, reported as such).
-                    return self._execute(_Plan((_Read(False, anchor=read.anchor, search=True),)), outcome)
-                else:  # the instance rotated after the line: what its file holds now is all newer
-                    reason = self._after_gap(read, _Read(read.previous))
+                done, shift, reason = self._after_anchor_missing(plan, read, exc, shift, newer_ns)
+                if done:
+                    return reason
             except _Young:
                 if newer_ns is None:
                     return self._after_young(read, shift, after_previous=self.c.has_previous)
@@ -3013,6 +2999,28 @@ class _Job:
             if reason is not None and not read.previous:
                 return reason
         return None
+
+    def _after_anchor_missing(self, plan: _Plan, read: _Read, exc: _AnchorMissing, shift: int,
+                              newer_ns: Optional[int]) -> Tuple[bool, int, Optional[str]]:
+        """The answer to ``read`` lacks its anchor's line: the detour, first match wins.  Returns whether the plan
+        ends there, the shift for its next reads and the reason the API gave, if any."""
+        if read.search:
+            return True, shift, self._after_missing_line(read)
+        if read.spent:  # a later line: the instance listed current restarted after the listing
+            return (False, 1, self._read(_Read(True), shift=1)) if exc.passed else (False, shift, None)
+        if newer_ns is not None and exc.seen_ns is not None and exc.seen_ns >= newer_ns:
+            return False, 1, self._after_restart_since_listing(read)
+        if plan.lost and read.previous and exc.passed:  # as planned: the instances between are gone
+            self._lost(plan.lost, _format_ts(read.anchor.ns))
+            return False, shift, self._read(_Read(True), shift)
+        if read.previous and not exc.passed:
+            # No line stamped after the anchor's: rather than the previous instance rotated to a file with nothing
+            # in it, the line is in the current instance, numbered as the one before by a restart after an earlier
+            # run's listing.  The current one is searched for it (and when it lacks it too, that is the rotation,
+            # reported as such).
+            return True, shift, self._execute(_Plan((_Read(False, anchor=read.anchor, search=True),)))
+        # the instance rotated after the line: what its file holds now is all newer
+        return False, shift, self._after_gap(read, _Read(read.previous))
 
     def _lost(self, count: int, since: str) -> None:
         self.outcome.gap(self.c, "%d instance(s) restarted away between runs; their lines are lost" % count,

@@ -230,7 +230,7 @@ def test_a_cut_then_a_restart_before_the_resume_is_not_taken_for_a_rotation(clus
 
 
 # 3. A gap's follow-up read is cut, and the log rotates again before its resume: _AnchorMissing escapes
-#    from inside _execute's except clause.
+#    from inside the detour _execute takes for it (_after_anchor_missing).
 def test_cut_then_rotation_inside_a_gap_read(cluster, apiserver, export):
     cluster.add_pod("shop", "web")
     cluster.pod("shop", "web").containers["app"].current.started_at -= 3600 * NS
