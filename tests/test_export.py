@@ -695,8 +695,9 @@ def test_a_pod_recreated_after_the_listing_is_not_written_twice(cluster, apiserv
         cluster.append_log("shop", "db-0", "app", ["new pod %d" % i for i in range(3)], at=1795946500 * NS)
 
     apiserver.faults.before_log(recreate, pod="db-0")
-    export(**options)
-    export(**options)
+    r = export(**options)
+    assert [g["reason"].split(" before ")[0] for g in r.gaps] == ["the pod was replaced by another of its name"]
+    assert export(**options).gaps == []
     path = export.output / "shop" / "db-0" / ("app.log.gz" if options.get("gzip") else "app.log")
     data = gzip.decompress(path.read_bytes()) if options.get("gzip") else path.read_bytes()
     assert data.count(b"old pod") == 1 and data.count(b"new pod 0") == 1, data

@@ -150,3 +150,53 @@ def test_a_first_export_whose_container_restarts_after_the_listing_reads_both_in
     s, files = k8s.export_paused(exporter_sa, ns, out, restart)
     assert s["gaps"] == []
     assert files[f"{ns}/web/app.log"] == first + got["new"]
+
+
+def wait_gone(k8s, ns, pod):
+    deadline = time.monotonic() + 30
+    while k8s.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}", ok=(200, 404)).get("code") != 404:
+        assert time.monotonic() < deadline, f"{ns}/{pod} was never deleted"
+        time.sleep(0.1)
+
+
+def test_a_pod_deleted_after_the_listing_is_skipped_and_reported(k8s, container, exporter_sa):
+    ns, t0, want, run, out = container
+    k8s.add_filler(ns, t0)
+    cri_append(k8s.log_file(ns, "web", "app"), lines(t0 + 100 * S, 3, "written before the pod went"))
+
+    def delete():
+        k8s.api("DELETE", f"/api/v1/namespaces/{ns}/pods/web")
+        wait_gone(k8s, ns, "web")
+
+    s, files = k8s.export_paused(exporter_sa, ns, out, delete)
+    assert [(x["container"], x["reason"]) for x in s["skipped"]] == [(f"{ns}/web/app", "pod deleted")], s
+    assert s["failed"] == [] and s["gaps"] == []
+    assert {status for pod, _, status in s["log_requests"] if pod == "web"} == {404}, s["log_requests"]
+    assert files[f"{ns}/web/app.log"] == want  # kept as it was
+
+
+def test_a_pod_recreated_under_its_name_after_the_listing_is_not_written_twice(k8s, container, exporter_sa):
+    """A StatefulSet's pod replaced between the listing and its request: the request by name reaches the new
+    pod, which the listing did not show. Its lines land once, after the old pod's, whichever run writes them."""
+    ns, t0, want, run, out = container
+    k8s.add_filler(ns, t0)
+    new = {}
+
+    def recreate():
+        k8s.api("DELETE", f"/api/v1/namespaces/{ns}/pods/web")
+        k8s.api("DELETE", f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{ns}/logs/web")
+        wait_gone(k8s, ns, "web")
+        k8s.pod(ns, "web")
+        f = k8s.log_file(ns, "web", "app", 5)
+        new["lines"] = cri_append(f, lines(time.time_ns(), 3, "new pod"))
+        k8s.give_logs(ns, "web", {"app": (f, None)})
+
+    s, files = k8s.export_paused(exporter_sa, ns, out, recreate)
+    assert s["failed"] == [], s
+    # its log lacks the line written last, as a rotated one would: the gap says which it was
+    assert [g["reason"].split(" before ")[0] for g in s["gaps"]] == ["the pod was replaced by another of its name"]
+    for _ in range(2):  # the next run lists the new pod; the one after has nothing new
+        s = run()
+        assert s["failed"] == []
+    assert files_under(out)[f"{ns}/web/app.log"] == want + new["lines"]
+    assert s["bytes_written"] == 0
