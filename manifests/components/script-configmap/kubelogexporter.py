@@ -3134,7 +3134,7 @@ class _Job:
         try:
             pods = self.client.list_pods(c.namespace, field_selector="metadata.name=" + c.pod, page_size=1)
             return any(p.get("metadata", {}).get("uid") not in (None, c.uid) for p in pods)
-        except ApiError:  # it only words the gap
+        except ExportError:  # it only words the gap
             return False
 
     # -- one instance ----------------------------------------------------------
