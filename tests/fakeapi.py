@@ -822,6 +822,10 @@ class FaultPlan:
         """A continued pod list answers with the very continue token it was given: a listing without end."""
         self._add("loop_continue", times)
 
+    def answer(self, body: dict, status=200, times=1, path_contains="") -> None:
+        """Answer with `body` as JSON, whatever was asked: a server (or a proxy) that sends what no API server does."""
+        self._add("answer", times, body=body, status=status, path_contains=path_contains)
+
     def redirect(self, location, status=301, times=1, path_contains="") -> None:
         """A 3xx with a Location header and a plain-text body, as a proxy or a moved server sends."""
         self._add("redirect", times, location=location, status=status, path_contains=path_contains)
@@ -1249,6 +1253,9 @@ class FakeAPIServer:
                 msg = msg or "fake failure"
                 self._send_status(h, rec, code, "InternalError", f"Internal error occurred: {msg}",
                                   {"causes": [{"message": msg}]})
+            return True
+        for a in self.faults._take("answer", match):
+            self._send(h, rec, a["status"], json.dumps(a["body"]).encode() + b"\n")
             return True
         for a in self.faults._take("redirect", match):
             self._send(h, rec, a["status"], b"moved\n", "text/plain; charset=utf-8", [("Location", a["location"])])

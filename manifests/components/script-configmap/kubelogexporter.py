@@ -1539,18 +1539,22 @@ class KubeClient:
 
     def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
                   field_selector: Optional[str] = None, page_size: int = PAGE_SIZE,
-                  list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES) -> Iterator[Dict[str, Any]]:
+                  list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES,
+                  on_page: Optional[Callable[[], None]] = None) -> Iterator[Dict[str, Any]]:
         """Yield the pods of ``namespace`` (all namespaces when None), page by page.
 
         A continue token that expired (410) restarts the listing; pods already
         yielded may then be yielded again, so callers de-duplicate by UID.
         ``list_meta``, when given, receives the first page's list metadata (its
-        resourceVersion is where a watch continues from).  A continue token
+        resourceVersion is where a watch continues from); ``on_page`` is called
+        as each page arrives, before its pods are yielded.  A continue token
         seen before, or more than ``max_pages`` pages, end it with an ApiError.
         """
         path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
         for items in self.list_pages(path, query, resource="pods", namespace=namespace or "", list_meta=list_meta,
                                      max_pages=max_pages):
+            if on_page is not None:
+                on_page()
             yield from items
 
     def list_pages(self, path: str, query: Mapping[str, str], *, resource: str, namespace: str = "",
@@ -1750,11 +1754,12 @@ def _timestamp_or_0(value: Any) -> int:
         return 0
 
 
-def _containers_of(pod: Mapping[str, Any]) -> List[_Container]:
+def _containers_of(pod: Mapping[str, Any], listed_ns: int = 0) -> List[_Container]:
+    """The pod's containers, with its status as of ``listed_ns`` (our clock; 0: now)."""
     meta = _object(pod.get("metadata"))
     spec = _object(pod.get("spec"))
     status = _object(pod.get("status"))
-    now = time.time_ns()
+    now = listed_ns or time.time_ns()
     pod_policy = spec.get("restartPolicy") or "Always"
     found = []
     for spec_key, status_key in (("initContainers", "initContainerStatuses"), ("containers", "containerStatuses"),
@@ -2914,6 +2919,7 @@ class _Job:
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
         self.own_tail = False  # a file the state does not describe ends with this container's lines all the same
         self.checkpointed_at = time.monotonic()
+        self.successor: Optional[Tuple[int, ...]] = None  # asked once a gap is found: see _replaced
 
     @property
     def relpath(self) -> str:
@@ -3121,21 +3127,29 @@ class _Job:
     def _gap(self, since_ns: int, until_ns: Optional[int]) -> None:
         since = _format_ts(since_ns)
         until = _format_ts(until_ns) if until_ns is not None else None
-        cause = "the pod was replaced by another of its name" if self._replaced() else "the log rotated"
+        cause = "the pod was replaced by another of its name" if self._replaced(until_ns) else "the log rotated"
         self.outcome.gap(self.c, "%s before its lines after %s were exported; lines up to %s may be lost"
                          % (cause, since, until or "now"), since=since, until=until)
 
-    def _replaced(self) -> bool:
-        """Whether the listed pod has been replaced by another of its name (a StatefulSet's), which the log
-        requests, made by name, reach: its log lacks the anchor as a rotated one would.  Asked only for a gap."""
-        c = self.c
-        if not c.uid:
+    def _replaced(self, until_ns: Optional[int]) -> bool:
+        """Whether the lines after a gap (from ``until_ns``; None: none yet) are those of a pod that replaced the
+        listed one under its name (a StatefulSet's): log requests go by name, and the new pod's log lacks the anchor
+        as a rotated one does.  Only a log starting after the listing can be a new pod's, so only then is the pod
+        listed by name, once per container.  That answer only words the gap: nothing it does is passed on."""
+        c, skew = self.c, CLOCK_SKEW_SECONDS * NS_PER_SECOND
+        if not c.uid or (until_ns is not None and until_ns < c.listed_ns - skew):
             return False
-        try:
-            pods = self.client.list_pods(c.namespace, field_selector="metadata.name=" + c.pod, page_size=1)
-            return any(p.get("metadata", {}).get("uid") not in (None, c.uid) for p in pods)
-        except ExportError:  # it only words the gap
-            return False
+        if self.successor is None:
+            self.successor = ()
+            try:
+                for pod in self.client.list_pods(c.namespace, field_selector="metadata.name=" + c.pod, page_size=1):
+                    meta = _object(pod.get("metadata"))
+                    if isinstance(meta.get("uid"), str) and meta["uid"] not in ("", c.uid):
+                        self.successor = (_timestamp_or_0(meta.get("creationTimestamp")),)
+            except Exception:  # an error, a malformed answer, a stop (which the next request raises again)
+                pass
+        # lines stamped before the new pod was made (whole seconds, another clock) were not its lines
+        return bool(self.successor) and (until_ns is None or self.successor[0] <= until_ns + skew)
 
     # -- one instance ----------------------------------------------------------
 
@@ -3576,9 +3590,23 @@ def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path,
     raise exc
 
 
-def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path,
-               result: ExportResult) -> Iterator[Dict[str, Any]]:
-    selectors = {"label_selector": settings.selector, "field_selector": settings.field_selector}
+class _PageClock:
+    """When the page of the pods being selected arrived, which is when their statuses were read: the workers take
+    a page's pods as they need them, the last maybe minutes later, and the rules for young containers and restarts
+    after the listing count from the listing."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def __call__(self) -> None:
+        self.ns = time.time_ns()
+
+
+def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path, result: ExportResult,
+               clock: _PageClock) -> Iterator[Dict[str, Any]]:
+    selectors = {"label_selector": settings.selector, "field_selector": settings.field_selector, "on_page": clock}
     if settings.namespaces:
         for namespace in settings.namespaces:
             yield from client.list_pods(namespace, **selectors)
@@ -3596,7 +3624,8 @@ def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path,
         yield from pods
 
 
-def _select(pods: Iterable[Dict[str, Any]], settings: "_Settings", result: ExportResult) -> Iterator[_Container]:
+def _select(pods: Iterable[Dict[str, Any]], settings: "_Settings", result: ExportResult,
+            clock: _PageClock) -> Iterator[_Container]:
     """The containers of the pods in this shard, each pod once (a relisted page repeats pods)."""
     seen = set()
     for pod in pods:
@@ -3606,7 +3635,7 @@ def _select(pods: Iterable[Dict[str, Any]], settings: "_Settings", result: Expor
             continue
         seen.add(uid)
         result.pods += 1
-        for container in _containers_of(pod):
+        for container in _containers_of(pod, clock.ns):
             result.containers += 1
             yield container
 
@@ -3633,11 +3662,11 @@ def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Setti
                   stop: threading.Event, account_dir: Path) -> None:
     """Each of ``concurrency`` workers takes the next selected container and exports it, listing the next page
     when it runs out: no queue and no hand-off through the main thread, and flat memory on any cluster."""
-    result = collector.result
-    pods = _list_pods(client, settings, account_dir, result)
+    result, clock = collector.result, _PageClock()
+    pods = _list_pods(client, settings, account_dir, result, clock)
     if collector.archive is not None:
         pods = collector.archive.tap(pods)  # pod.json; who is present, for retention
-    containers = _select(pods, settings, result)
+    containers = _select(pods, settings, result, clock)
     if settings.dry_run:
         for c in containers:
             result.planned += _planned_urls(client, store, settings, c)
