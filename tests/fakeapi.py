@@ -1058,6 +1058,7 @@ class FakeAPIServer:
         self.max_active_watches = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._snapshots: dict = {}  # a paged list's matching items as of its first page: (query, rv) -> [(key, obj)]
         self._conns: set = set()
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
@@ -1363,22 +1364,28 @@ class FakeAPIServer:
         labels = parse_label_selector(_one(q, "labelSelector") or "")
         fields = parse_field_selector(_one(q, "fieldSelector") or "",
                                       _POD_FIELDS if resource == "pods" else ("metadata.name", "status.phase"))
+        # The real list is a snapshot at `rv`: its continued pages show the objects as they were at its first page
+        # (kube-apiserver reads them from etcd at that revision), however much later they are asked for.
+        snapshot_key = (resource, ns, _one(q, "labelSelector"), _one(q, "fieldSelector"), rv)
         with self.cluster.lock:
             rv = rv or self.cluster._rv
-            if resource == "pods":
-                cands = [(f"{p.namespace}/{p.name}", p.labels, p.field, p.to_json)
-                         for p in self.cluster._pods.values() if ns is None or p.namespace == ns]
-            else:
-                cands = [(n, {"kubernetes.io/metadata.name": n},
-                          {"metadata.name": n, "status.phase": "Active"}.get,
-                          (lambda n=n: self.cluster._namespace_json(n)))
-                         for n in self.cluster._namespaces]
-            # etcd order is key order.  The real list is a snapshot at `rv`; this one
-            # resumes after the last key returned and sees later changes.
-            cands.sort(key=lambda c: c[0])
-            match = [c for c in cands if (start_after is None or c[0] > start_after)
-                     and labels(c[1]) and all((c[2](n) == v) == eq for n, eq, v in fields)]
-            items = [c[3]() for c in (match[:limit] if limit else match)]
+            match = self._snapshots.get(snapshot_key) if token else None
+            if match is None:
+                if resource == "pods":
+                    cands = [(f"{p.namespace}/{p.name}", p.labels, p.field, p.to_json)
+                             for p in self.cluster._pods.values() if ns is None or p.namespace == ns]
+                else:
+                    cands = [(n, {"kubernetes.io/metadata.name": n},
+                              {"metadata.name": n, "status.phase": "Active"}.get,
+                              (lambda n=n: self.cluster._namespace_json(n)))
+                             for n in self.cluster._namespaces]
+                cands.sort(key=lambda c: c[0])  # etcd order is key order
+                match = [(c[0], c[3]()) for c in cands if labels(c[1]) and all((c[2](n) == v) == eq
+                                                                                for n, eq, v in fields)]
+                if limit and len(match) > limit:
+                    self._snapshots[snapshot_key[:-1] + (rv,)] = match
+            match = [m for m in match if start_after is None or m[0] > start_after]
+            items = [json.loads(json.dumps(m[1])) for m in (match[:limit] if limit else match)]
         meta: dict = {"resourceVersion": str(rv)}
         if limit and len(match) > limit:
             last = match[limit - 1][0]

@@ -44,6 +44,20 @@ def test_an_expired_continue_token_restarts_the_listing(cluster, apiserver, clie
     assert 410 in [r.status for r in apiserver.requests]
 
 
+def test_the_listing_clock_is_read_before_each_snapshot_not_each_page(cluster, apiserver, client):
+    """Continued pages are served from the first page's snapshot: their pods' statuses are as of then, however
+    late a page is asked for; only a relist after an expired token takes a new snapshot."""
+    for i in range(5):
+        cluster.add_pod("shop", "web-%d" % i)
+    snapshots = []
+    pods = client.list_pods("shop", page_size=2, on_snapshot=lambda: snapshots.append(len(apiserver.requests)))
+    assert names(pods) == ["web-%d" % i for i in range(5)] and snapshots == [0]
+    apiserver.faults.expire_continue()
+    snapshots.clear()
+    assert len(set(names(client.list_pods("shop", page_size=2, on_snapshot=lambda: snapshots.append(1))))) == 5
+    assert snapshots == [1, 1]
+
+
 def test_selectors_reach_the_api(cluster, apiserver, client):
     cluster.add_pod("shop", "web", labels={"app": "web"}, node_name="node-1")
     cluster.add_pod("shop", "db", labels={"app": "db"}, node_name="node-2")

@@ -703,15 +703,22 @@ def test_a_pod_recreated_after_the_listing_is_not_written_twice(cluster, apiserv
     assert data.count(b"old pod") == 1 and data.count(b"new pod 0") == 1, data
 
 
-def rotated_since_the_listing(cluster, export):
-    """web exported, then its log rotated with a line stamped now (at the next run's listing): the one case in
-    which a gap asks the API whether the pod was replaced.  Returns what the file holds after the next run."""
+def rotated_since_the_listing(cluster, apiserver, export, then=None):
+    """web exported, then its log rotates after the next run's listing (before its first request) and a line is
+    written: the one case in which a gap asks the API whether the pod was replaced.  ``then()`` is called after the
+    rotation.  Returns what the file holds after that run."""
     cluster.add_pod("shop", "web")
     cluster.append_log("shop", "web", "app", ["a", "b"])
     assert export().ok
     cluster.append_log("shop", "web", "app", ["rotated away"])
-    cluster.rotate_log("shop", "web", "app")
-    cluster.append_log("shop", "web", "app", ["after rotation"], at=time.time_ns())
+
+    def rotate(*_):
+        cluster.rotate_log("shop", "web", "app")
+        cluster.append_log("shop", "web", "app", ["after rotation"], at=time.time_ns())
+        if then is not None:
+            then()
+
+    apiserver.faults.before_log(rotate, pod="web")
     return ["a", "b", "after rotation"]
 
 
@@ -727,18 +734,17 @@ def lists_by_name(apiserver):
 def test_the_question_whether_a_pod_was_replaced_never_costs_its_gap(cluster, apiserver, export, fault):
     """That list only words the gap: a stop during it, an answer no API server sends or an error leave the gap
     reported as a rotation, with the lines after it written."""
-    want = rotated_since_the_listing(cluster, export)
-    options = {}
-    if fault == "stop":  # SIGTERM while the list waits to be tried again
-        apiserver.faults.fail(503, times=None, path_contains="fieldSelector=metadata.name")
-        options = {"stop_event": threading.Event(), "backoff": 5.0}
-        threading.Timer(0.5, options["stop_event"].set).start()
+    by_name, stop = "fieldSelector=metadata.name", threading.Event()
+    if fault == "stop":  # SIGTERM while the list waits to be tried again (the read before it takes milliseconds)
+        apiserver.faults.fail(503, times=None, path_contains=by_name)
     elif fault == "malformed":
         apiserver.faults.answer({"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                                 "items": [{"metadata": None}, {"metadata": {"uid": 7}}]},
-                                path_contains="fieldSelector=metadata.name")
+                                 "items": [{"metadata": None}, {"metadata": {"uid": 7}}]}, path_contains=by_name)
     else:
-        apiserver.faults.fail(403, times=None, path_contains="fieldSelector=metadata.name")
+        apiserver.faults.fail(403, times=None, path_contains=by_name)
+    want = rotated_since_the_listing(cluster, apiserver, export,
+                                     then=lambda: threading.Timer(0.5, stop.set).start() if fault == "stop" else None)
+    options = {"stop_event": stop, "backoff": 5.0} if fault == "stop" else {}
     r = export(**options)
     assert gap_causes(r) == ["the log rotated"], r.gaps
     assert len(lists_by_name(apiserver)) >= 1
@@ -748,7 +754,7 @@ def test_the_question_whether_a_pod_was_replaced_never_costs_its_gap(cluster, ap
 def test_a_pod_replaced_after_the_rotated_log_was_read_leaves_the_gap_a_rotation(cluster, apiserver, export):
     """The question comes after the read: a pod made after the lines read (by more than the clocks may differ)
     did not write them."""
-    want = rotated_since_the_listing(cluster, export)
+    want = rotated_since_the_listing(cluster, apiserver, export)
 
     def replace(*_):  # while the old pod's rotated log is served, a new pod takes the name (as the list will say)
         pod = cluster.pod("shop", "web")

@@ -136,6 +136,21 @@ def test_list_paging(cluster, api):
     assert nss["kind"] == "NamespaceList" and [n["metadata"]["name"] for n in nss["items"]] == ["a", "b"]
 
 
+def test_continued_pages_show_the_first_pages_snapshot(cluster, api, apiserver):
+    """As kube-apiserver (tests/e2e/test_e2e_rbac.py checks it): a pod changed or added after the first page is
+    shown as it was, or not at all, on the pages that continue it."""
+    for i in range(3):
+        cluster.add_pod("ns", f"p{i}")
+    first = api.json("/api/v1/namespaces/ns/pods?limit=1")[1]
+    cluster.restart_container("ns", "p2", "app")
+    cluster.add_pod("ns", "p3")
+    rest = api.json("/api/v1/namespaces/ns/pods?limit=5&continue=" + first["metadata"]["continue"])[1]
+    assert [p["metadata"]["name"] for p in rest["items"]] == ["p1", "p2"]
+    assert rest["items"][1]["status"]["containerStatuses"][0]["restartCount"] == 0
+    fresh = api.json("/api/v1/namespaces/ns/pods")[1]["items"]
+    assert len(fresh) == 4 and fresh[2]["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
 def test_continue_expired(cluster, api, apiserver):
     for i in range(3):
         cluster.add_pod("ns", f"p{i}")

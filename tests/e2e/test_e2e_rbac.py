@@ -180,3 +180,20 @@ def test_a_token_rotated_then_revoked_mid_run_is_read_again_after_the_401(k8s, t
     web = [status for pod, _, status in s["log_requests"] if pod == "web"]
     assert web[0] == 401 and web[-1] == 200, s["log_requests"]  # refused with the old token, then served
     assert not any(t in s["stderr"] for t in tokens)  # -v prints every request
+
+
+def test_a_continued_page_shows_the_first_pages_snapshot(k8s):
+    """What the exporter's listing clock rests on (and tests/fakeapi.py now does too): the pages that continue a
+    list show the pods as they were at its first page, however much later they are asked for."""
+    ns = k8s.namespace("snapshot")
+    for i in range(3):
+        k8s.pod(ns, f"p{i}")
+    first = k8s.api("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")
+    now = time.time_ns()
+    k8s.set_instances(ns, "p2", "app", started_ns=now, restarts=1, previous=(now - 10 * 10**9, now))
+    k8s.pod(ns, "p3")
+    rest = k8s.api("GET", f"/api/v1/namespaces/{ns}/pods?limit=5&continue={first['metadata']['continue']}")
+    assert [p["metadata"]["name"] for p in rest["items"]] == ["p1", "p2"]
+    assert rest["items"][1]["status"]["containerStatuses"][0]["restartCount"] == 0
+    fresh = k8s.api("GET", f"/api/v1/namespaces/{ns}/pods")["items"]
+    assert [p["status"]["containerStatuses"][0]["restartCount"] for p in fresh] == [0, 0, 1, 0]

@@ -1540,32 +1540,34 @@ class KubeClient:
     def list_pods(self, namespace: Optional[str] = None, *, label_selector: Optional[str] = None,
                   field_selector: Optional[str] = None, page_size: int = PAGE_SIZE,
                   list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES,
-                  on_page: Optional[Callable[[], None]] = None) -> Iterator[Dict[str, Any]]:
+                  on_snapshot: Optional[Callable[[], None]] = None) -> Iterator[Dict[str, Any]]:
         """Yield the pods of ``namespace`` (all namespaces when None), page by page.
 
         A continue token that expired (410) restarts the listing; pods already
         yielded may then be yielded again, so callers de-duplicate by UID.
         ``list_meta``, when given, receives the first page's list metadata (its
-        resourceVersion is where a watch continues from); ``on_page`` is called
-        as each page arrives, before its pods are yielded.  A continue token
+        resourceVersion is where a watch continues from).  A continue token
         seen before, or more than ``max_pages`` pages, end it with an ApiError.
+        ``on_snapshot``: see list_pages.
         """
         path, query = _pods_request(namespace, label_selector, field_selector, limit=str(page_size))
         for items in self.list_pages(path, query, resource="pods", namespace=namespace or "", list_meta=list_meta,
-                                     max_pages=max_pages):
-            if on_page is not None:
-                on_page()
+                                     max_pages=max_pages, on_snapshot=on_snapshot):
             yield from items
 
     def list_pages(self, path: str, query: Mapping[str, str], *, resource: str, namespace: str = "",
-                   list_meta: Optional[Dict[str, Any]] = None,
-                   max_pages: int = MAX_LIST_PAGES) -> Iterator[List[Dict[str, Any]]]:
-        """Yield the items of a paged list, a page at a time (pods, events): see list_pods."""
+                   list_meta: Optional[Dict[str, Any]] = None, max_pages: int = MAX_LIST_PAGES,
+                   on_snapshot: Optional[Callable[[], None]] = None) -> Iterator[List[Dict[str, Any]]]:
+        """Yield the items of a paged list, a page at a time (pods, events): see list_pods.  ``on_snapshot`` is called
+        right before each request that starts a snapshot (the first page; the first again after an expired continue
+        token): the pages that continue it are served from that snapshot, however much later they are asked for."""
         what = resource.split(".", 1)[0].rstrip("s")  # "pod", "event"
         restarts = pages = 0
         tokens: set = set()
         page = dict(query)
         while True:
+            if on_snapshot is not None and "continue" not in page:
+                on_snapshot()
             try:
                 body = self.get_json(path, page, verb="list", resource=resource, namespace=namespace)
             except ApiError as exc:
@@ -2919,7 +2921,7 @@ class _Job:
         self.first_ns: Optional[int] = None  # the time of the first line the last read wrote (a gap's end)
         self.own_tail = False  # a file the state does not describe ends with this container's lines all the same
         self.checkpointed_at = time.monotonic()
-        self.successor: Optional[Tuple[int, ...]] = None  # asked once a gap is found: see _replaced
+        self.successor: Tuple[Optional[int], int] = (None, 0)  # a new pod's creation, when asked: see _replaced
 
     @property
     def relpath(self) -> str:
@@ -3134,22 +3136,29 @@ class _Job:
     def _replaced(self, until_ns: Optional[int]) -> bool:
         """Whether the lines after a gap (from ``until_ns``; None: none yet) are those of a pod that replaced the
         listed one under its name (a StatefulSet's): log requests go by name, and the new pod's log lacks the anchor
-        as a rotated one does.  Only a log starting after the listing can be a new pod's, so only then is the pod
-        listed by name, once per container.  That answer only words the gap: nothing it does is passed on."""
+        as a rotated one does.  Only lines later than the listing, and than the last answer that found no other pod,
+        can be a new pod's, so only then is the pod listed by name.  That answer only words the gap: nothing it does
+        is passed on."""
         c, skew = self.c, CLOCK_SKEW_SECONDS * NS_PER_SECOND
-        if not c.uid or (until_ns is not None and until_ns < c.listed_ns - skew):
+        made_ns, asked_ns = self.successor
+        since_ns = c.listed_ns if made_ns is not None else max(c.listed_ns, asked_ns)
+        if not c.uid or (until_ns is not None and until_ns < since_ns - skew):
             return False
-        if self.successor is None:
-            self.successor = ()
+        if made_ns is None:
+            asked_ns = time.time_ns()
             try:
                 for pod in self.client.list_pods(c.namespace, field_selector="metadata.name=" + c.pod, page_size=1):
                     meta = _object(pod.get("metadata"))
                     if isinstance(meta.get("uid"), str) and meta["uid"] not in ("", c.uid):
-                        self.successor = (_timestamp_or_0(meta.get("creationTimestamp")),)
+                        self.successor = (_timestamp_or_0(meta.get("creationTimestamp")), asked_ns)
+                        break
+                else:
+                    self.successor = (None, asked_ns)
             except Exception:  # an error, a malformed answer, a stop (which the next request raises again)
                 pass
+        made_ns = self.successor[0]
         # lines stamped before the new pod was made (whole seconds, another clock) were not its lines
-        return bool(self.successor) and (until_ns is None or self.successor[0] <= until_ns + skew)
+        return made_ns is not None and (until_ns is None or made_ns <= until_ns + skew)
 
     # -- one instance ----------------------------------------------------------
 
@@ -3590,10 +3599,10 @@ def _own_namespace_instead(exc: ApiError, explicit_all: bool, account_dir: Path,
     raise exc
 
 
-class _PageClock:
-    """When the page of the pods being selected arrived, which is when their statuses were read: the workers take
-    a page's pods as they need them, the last maybe minutes later, and the rules for young containers and restarts
-    after the listing count from the listing."""
+class _ListingClock:
+    """When the listing of the pods being selected was read (its snapshot: continued pages come from it): the
+    workers take the pods as they need them, the last maybe many minutes later, and the rules for young containers
+    and restarts after the listing count from the listing."""
 
     __slots__ = ("ns",)
 
@@ -3605,8 +3614,8 @@ class _PageClock:
 
 
 def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path, result: ExportResult,
-               clock: _PageClock) -> Iterator[Dict[str, Any]]:
-    selectors = {"label_selector": settings.selector, "field_selector": settings.field_selector, "on_page": clock}
+               clock: _ListingClock) -> Iterator[Dict[str, Any]]:
+    selectors = {"label_selector": settings.selector, "field_selector": settings.field_selector, "on_snapshot": clock}
     if settings.namespaces:
         for namespace in settings.namespaces:
             yield from client.list_pods(namespace, **selectors)
@@ -3625,7 +3634,7 @@ def _list_pods(client: KubeClient, settings: "_Settings", account_dir: Path, res
 
 
 def _select(pods: Iterable[Dict[str, Any]], settings: "_Settings", result: ExportResult,
-            clock: _PageClock) -> Iterator[_Container]:
+            clock: _ListingClock) -> Iterator[_Container]:
     """The containers of the pods in this shard, each pod once (a relisted page repeats pods)."""
     seen = set()
     for pod in pods:
@@ -3662,7 +3671,7 @@ def _export_batch(client: KubeClient, store: Optional[_State], settings: "_Setti
                   stop: threading.Event, account_dir: Path) -> None:
     """Each of ``concurrency`` workers takes the next selected container and exports it, listing the next page
     when it runs out: no queue and no hand-off through the main thread, and flat memory on any cluster."""
-    result, clock = collector.result, _PageClock()
+    result, clock = collector.result, _ListingClock()
     pods = _list_pods(client, settings, account_dir, result, clock)
     if collector.archive is not None:
         pods = collector.archive.tap(pods)  # pod.json; who is present, for retention
