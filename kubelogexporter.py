@@ -1510,12 +1510,16 @@ class KubeClient:
             try:
                 parts = []
                 with self.read_deadline() as deadline:  # a body trickling in must still arrive within bounds
-                    while True:
-                        part = response.read(PROGRESS_BYTES)
-                        if not part:
-                            break
-                        parts.append(part)
-                        deadline.extend()
+                    try:
+                        while True:
+                            part = response.read(PROGRESS_BYTES)
+                            if not part:
+                                break
+                            parts.append(part)
+                            deadline.extend()
+                    except _NETWORK_ERRORS:
+                        if not deadline.expired:  # (the cut the watchdog made may end the read with an error)
+                            raise
                 if deadline.expired:
                     raise socket.timeout("less than %d KiB in %gs" % (PROGRESS_BYTES >> 10, self._timeout))
                 body = b"".join(parts)
