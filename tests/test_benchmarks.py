@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT  # noqa: E402
 RUN = ROOT / "benchmarks" / "run.py"
+pytestmark = pytest.mark.slow  # ~12 s: with the e2e suite, so that the fast one stays under a minute
 
 
 def test_quick_benchmark_runs(tmp_path):
