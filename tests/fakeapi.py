@@ -1366,9 +1366,9 @@ class FakeAPIServer:
                                       _POD_FIELDS if resource == "pods" else ("metadata.name", "status.phase"))
         # The real list is a snapshot at `rv`: its continued pages show the objects as they were at its first page
         # (kube-apiserver reads them from etcd at that revision), however much later they are asked for.
-        snapshot_key = (resource, ns, _one(q, "labelSelector"), _one(q, "fieldSelector"), rv)
         with self.cluster.lock:
             rv = rv or self.cluster._rv
+            snapshot_key = (resource, ns, _one(q, "labelSelector"), _one(q, "fieldSelector"), rv)
             match = self._snapshots.get(snapshot_key) if token else None
             if match is None:
                 if resource == "pods":
@@ -1383,9 +1383,9 @@ class FakeAPIServer:
                 match = [(c[0], c[3]()) for c in cands if labels(c[1]) and all((c[2](n) == v) == eq
                                                                                 for n, eq, v in fields)]
                 if limit and len(match) > limit:
-                    self._snapshots[snapshot_key[:-1] + (rv,)] = match
+                    self._snapshots[snapshot_key] = match
             match = [m for m in match if start_after is None or m[0] > start_after]
-            items = [json.loads(json.dumps(m[1])) for m in (match[:limit] if limit else match)]
+            items = [m[1] for m in (match[:limit] if limit else match)]  # only serialized: snapshots stay intact
         meta: dict = {"resourceVersion": str(rv)}
         if limit and len(match) > limit:
             last = match[limit - 1][0]

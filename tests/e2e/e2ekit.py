@@ -101,19 +101,6 @@ class K8s:
             assert time.monotonic() < deadline, f"kwok never made {ns}/{name} Running: {pod.get('status')}"
             time.sleep(0.1)
 
-    def set_restarted(self, ns: str, pod: str, container: str, restarts: int = 1) -> None:
-        """What a kubelet reports after a restart: restartCount, lastState.terminated, a new containerID."""
-        obj = self.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}")
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for st in obj["status"]["containerStatuses"]:
-            if st["name"] == container:
-                st["restartCount"] = restarts
-                st["containerID"] = f"containerd://{uuid.uuid4().hex}"
-                st["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now,
-                                                  "finishedAt": now,
-                                                  "containerID": f"containerd://{uuid.uuid4().hex}"}}
-        self.api("PUT", f"/api/v1/namespaces/{ns}/pods/{pod}/status", obj)
-
     def set_instances(self, ns: str, pod: str, container: str, *, started_ns: int, restarts: int = 0,
                       previous: Optional[Tuple[int, int]] = None) -> None:
         """The container's status as a kubelet reports it: its current instance's `startedAt`, and for a
@@ -259,13 +246,13 @@ class K8s:
         stderr = err_path.read_text()
         assert proc.returncode == 0, stderr[-5000:]
         assert filler.stat().st_size == FILLER_BYTES
-        summary = json.loads(stdout.strip().splitlines()[-1])
-        summary["stderr"] = stderr
-        summary["log_requests"] = [(m[1], m[2], int(m[3])) for m in re.finditer(
+        result = summary(stdout)
+        result["stderr"] = stderr
+        result["log_requests"] = [(m[1], m[2], int(m[3])) for m in re.finditer(
             r"GET /api/v1/namespaces/[^/\s]+/pods/([^/\s]+)/log\?(\S*) -> (\d+)", stderr)]
         # the listing's order, which the pause relies on: the filler's log is asked for first
-        assert summary["log_requests"] and summary["log_requests"][0][0] == "a-filler", summary["log_requests"]
-        return summary, files_under(out)
+        assert result["log_requests"] and result["log_requests"][0][0] == "a-filler", result["log_requests"]
+        return result, files_under(out)
 
     def kubectl_logs(self, ns: str, pod: str, container: str, previous: bool = False) -> bytes:
         args = ["logs", "-n", ns, pod, "-c", container, "--timestamps"]
@@ -312,6 +299,11 @@ def cri_partial(path: Path, ts: int, parts: Sequence[str], stream: str = "stdout
 
 def lines(start_ns: int, n: int, prefix: str, step_ns: int = 1_000_003) -> List[Tuple[int, str]]:
     return [(start_ns + i * step_ns, f"{prefix} line {i}") for i in range(n)]
+
+
+def summary(stdout: str) -> dict:
+    """A run's --json summary: the last line it printed."""
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def files_under(out: Path) -> Dict[str, bytes]:

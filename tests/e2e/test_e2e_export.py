@@ -2,21 +2,16 @@
 KUBERNETES_SERVICE_HOST/PORT, a TokenRequest token for log-exporter-sa and the API server's CA."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 import pytest
 
-from e2ekit import cri_append, cri_partial, files_under, lines
+from e2ekit import cri_append, cri_partial, files_under, lines, summary
 
 
 def now_ns() -> int:
     return time.time_ns()
-
-
-def summary(r) -> dict:
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def label_pods(k8s, ns, pods, run):
@@ -52,7 +47,7 @@ def world(k8s):
     after = cri_append(cur, lines(t + 60 * 10**9, 4, "second instance"))
     expect[f"{a}/restarted/app.log"] = before + after
     k8s.give_logs(a, "restarted", {"app": (cur, prev)})
-    k8s.set_restarted(a, "restarted", "app")
+    k8s.set_instances(a, "restarted", "app", started_ns=t + 60 * 10**9, restarts=1, previous=(t - 10**9, t + 59 * 10**9))
 
     k8s.pod(b, "plain")
     f = k8s.log_file(b, "plain", "app")
@@ -88,7 +83,7 @@ def test_export_is_byte_identical_to_kubectl_logs(k8s, world, exporter_sa, tmp_p
     assert got[f"{a}/restarted/app.log"] == (k8s.kubectl_logs(a, "restarted", "app", previous=True)
                                               + k8s.kubectl_logs(a, "restarted", "app"))
     assert got[f"{b}/plain/app.log"] == k8s.kubectl_logs(b, "plain", "app")
-    s = summary(r)
+    s = summary(r.stdout)
     assert not s["failed"], s["failed"]
     assert s["pods"] == 4
     assert s["bytes_written"] == sum(len(v) for v in world["expect"].values())
@@ -97,7 +92,7 @@ def test_export_is_byte_identical_to_kubectl_logs(k8s, world, exporter_sa, tmp_p
     r2 = k8s.export(exporter_sa, "-A", "-l", f"e2e-run={world['run']}", "-o", str(out), "--json")
     assert r2.returncode == 0, r2.stderr
     assert files_under(out) == world["expect"]
-    assert summary(r2)["bytes_written"] == 0
+    assert summary(r2.stdout)["bytes_written"] == 0
 
 
 def test_incremental_run_adds_exactly_the_new_lines(k8s, world, exporter_sa, tmp_path):
@@ -118,7 +113,7 @@ def test_incremental_run_adds_exactly_the_new_lines(k8s, world, exporter_sa, tmp
     r = k8s.export(exporter_sa, *args)
     assert r.returncode == 0, r.stderr
     assert files_under(out) == expect
-    assert summary(r)["bytes_written"] == len(added) + len(expect[f"{a}/multi/sidecar.log"]) - len(
+    assert summary(r.stdout)["bytes_written"] == len(added) + len(expect[f"{a}/multi/sidecar.log"]) - len(
         world["expect"][f"{a}/multi/sidecar.log"])
     assert files_under(out)[f"{b}/plain/app.log"] == k8s.kubectl_logs(b, "plain", "app")
 
@@ -201,4 +196,4 @@ def test_the_kubelet_skips_a_line_it_cannot_parse_rather_than_serve_it_unstamped
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
     assert files_under(out) == {f"{ns}/web/app.log": expect}
-    assert not summary(r)["failed"]
+    assert not summary(r.stdout)["failed"]

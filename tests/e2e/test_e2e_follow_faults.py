@@ -1,7 +1,6 @@
 """Follow mode and faults (kubelet gone, API server restarted, log rotated) against the real server."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from e2ekit import ROOT, cri_append, files_under, lines
+from e2ekit import ROOT, cri_append, files_under, lines, summary
 
 
 def wait_for(pred, timeout=30.0, what="condition"):
@@ -76,7 +75,7 @@ def test_follow_picks_up_new_pods_and_lines_and_exits_0_on_sigterm(k8s, follow_r
     assert got[f"{ns}/first/app.log"] == k8s.kubectl_logs(ns, "first", "app")
     # a batch run afterwards continues from follow's state: nothing new
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
-    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1])["bytes_written"] == 0
+    assert r.returncode == 0 and summary(r.stdout)["bytes_written"] == 0
 
 
 def _big_namespace(k8s, prefix, pods=6, n_lines=100_000):
@@ -115,7 +114,7 @@ def test_kubelet_gone_mid_export_then_clean_rerun(k8s, exporter_sa, tmp_path):
         if "kwok" not in k8s.c.state.get("pids", {}):
             k8s.c.start_kwok()
     assert proc.returncode == 1, stderr[-3000:]
-    s = json.loads(stdout.splitlines()[-1])
+    s = summary(stdout)
     assert s["failed"], s
     # the API server's own words for an unreachable kubelet
     assert "connect: connection refused" in stderr + stdout, stderr[-3000:]
@@ -143,7 +142,7 @@ def test_apiserver_restart_mid_run_then_clean_rerun(k8s, exporter_sa, tmp_path):
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert files_under(out) == expect
-    assert json.loads(r.stdout.splitlines()[-1])["gaps"] == []
+    assert summary(r.stdout)["gaps"] == []
 
 
 def test_rotated_cri_file_reports_a_gap_then_clean_rerun(k8s, exporter_sa, tmp_path):
@@ -161,13 +160,13 @@ def test_rotated_cri_file_reports_a_gap_then_clean_rerun(k8s, exporter_sa, tmp_p
     fresh = cri_append(f, lines(t + 40 * 10**9, 3, "after rotation"))
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout.splitlines()[-1])
+    s = summary(r.stdout)
     assert [g["container"] for g in s["gaps"]] == [f"{ns}/p/app"], s["gaps"]
     assert "gap" in r.stderr.lower() or s["gaps"][0]["reason"] in r.stderr
     assert files_under(out) == {f"{ns}/p/app.log": first + fresh}
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0
-    s = json.loads(r.stdout.splitlines()[-1])
+    s = summary(r.stdout)
     assert s["gaps"] == [] and s["bytes_written"] == 0
     assert files_under(out) == {f"{ns}/p/app.log": first + fresh}
 
@@ -253,7 +252,6 @@ def test_kill_9_at_random_instants_then_a_clean_run_is_byte_identical(k8s, expor
     r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
     assert r.returncode == 0, (seed, r.stderr[-3000:])
     assert files_under(out) == expect, f"E2E_SEED={seed}"
-    s = json.loads(r.stdout.splitlines()[-1])
+    s = summary(r.stdout)
     assert s["gaps"] == [], (seed, s["gaps"])
-    assert json.loads(k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json").stdout.splitlines()[-1])[
-        "bytes_written"] == 0
+    assert summary(k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json").stdout)["bytes_written"] == 0

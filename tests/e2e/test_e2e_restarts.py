@@ -7,19 +7,13 @@ restarts (README, "Restarts") are checked here on the real server's answers: `pr
 the 400 for a container without a previous instance, and what a restart does to a resumed container."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from e2ekit import cri_append, files_under, lines
+from e2ekit import cri_append, files_under, lines, summary
 
 S = 10**9
-
-
-def summary(r) -> dict:
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -36,7 +30,9 @@ def container(k8s, exporter_sa, tmp_path):
     out = tmp_path / "out"
 
     def run():
-        return summary(k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json"))
+        r = k8s.export(exporter_sa, "-n", ns, "-o", str(out), "--json")
+        assert r.returncode == 0, r.stderr
+        return summary(r.stdout)
 
     assert run()["gaps"] == []
     assert files_under(out) == {f"{ns}/web/app.log": want}
